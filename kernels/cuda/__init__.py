@@ -1,0 +1,1 @@
+"""CUDA (numba-cuda) versions of the engine kernels."""

@@ -1,0 +1,155 @@
+"""Integrators as (first_half, second_half) pairs around the force evaluation (Numba).
+
+Both halves have the signature
+``(positions, velocities, forces, inv_masses, dt, params, thermostat, seed, step)``
+and update the arrays in place (positions nm, velocities nm/ps, forces kJ/mol/nm,
+inv_masses 1/u, dt ps). One MD step is first_half, forces at the new positions,
+second_half.
+
+- Velocity Verlet (NVE): B A | B.
+- Langevin BAOAB (Leimkuhler & Matthews, AMRX 2013): B A O A | B. Chosen because
+  its configurational averages are second-order accurate with a small constant
+  and exact for harmonic potentials at any stable step: DiffTRe reweights
+  configurational observables. params = [kT, friction (1/ps)].
+- Nose-Hoover chain (Martyna, Tuckerman & Klein, Mol. Phys. 1996) with
+  Suzuki-Yoshida order-3 factorisation: C B A | B C. params = [kT, dof, tau (ps),
+  n_substeps]; thermostat = [xi_1..xi_M, v_xi_1..v_xi_M]; Q_1 = dof kT tau^2,
+  Q_j = kT tau^2.
+"""
+import numpy as np
+from difftre.kernels.jit import kernel
+
+from difftre.kernels.random import normal4
+
+_SY_W1 = 1.0 / (2.0 - 2.0 ** (1.0 / 3.0))
+_SY_WEIGHTS = (_SY_W1, 1.0 - 2.0 * _SY_W1, _SY_W1)
+
+
+@kernel(inline="always")
+def kick(velocities, forces, inv_masses, time):
+    """B: v += time * F / m."""
+    for i in range(velocities.shape[0]):
+        for a in range(velocities.shape[1]):
+            velocities[i, a] += time * forces[i, a] * inv_masses[i]
+
+
+@kernel(inline="always")
+def drift(positions, velocities, time):
+    """A: x += time * v."""
+    for i in range(positions.shape[0]):
+        for a in range(positions.shape[1]):
+            positions[i, a] += time * velocities[i, a]
+
+
+@kernel
+def verlet_first_half(positions, velocities, forces, inv_masses, dt, params, thermostat, seed, step):
+    kick(velocities, forces, inv_masses, 0.5 * dt)
+    drift(positions, velocities, dt)
+
+
+@kernel
+def verlet_second_half(positions, velocities, forces, inv_masses, dt, params, thermostat, seed, step):
+    kick(velocities, forces, inv_masses, 0.5 * dt)
+
+
+@kernel
+def baoab_first_half(positions, velocities, forces, inv_masses, dt, params, thermostat, seed, step):
+    kT = params[0]
+    c1 = np.exp(-params[1] * dt)
+    noise = np.sqrt((1.0 - c1 * c1) * kT)
+    kick(velocities, forces, inv_masses, 0.5 * dt)
+    drift(positions, velocities, 0.5 * dt)
+    dim = velocities.shape[1]
+    for i in range(velocities.shape[0]):
+        g0, g1, g2, g3 = normal4(seed, step, i, 0)
+        scale = noise * np.sqrt(inv_masses[i])
+        velocities[i, 0] = c1 * velocities[i, 0] + scale * g0
+        if dim > 1:
+            velocities[i, 1] = c1 * velocities[i, 1] + scale * g1
+        if dim > 2:
+            velocities[i, 2] = c1 * velocities[i, 2] + scale * g2
+    drift(positions, velocities, 0.5 * dt)
+
+
+@kernel
+def baoab_second_half(positions, velocities, forces, inv_masses, dt, params, thermostat, seed, step):
+    kick(velocities, forces, inv_masses, 0.5 * dt)
+
+
+@kernel
+def twice_kinetic_energy(velocities, inv_masses):
+    """sum_i m_i v_i^2 (kJ/mol)."""
+    total = 0.0
+    for i in range(velocities.shape[0]):
+        v2 = 0.0
+        for a in range(velocities.shape[1]):
+            v2 += velocities[i, a] * velocities[i, a]
+        total += v2 / inv_masses[i]
+    return total
+
+
+@kernel
+def nose_hoover_chain_half_step(velocities, inv_masses, dt, params, thermostat):
+    """Propagate the chain for dt/2 and scale the particle velocities (the C operator)."""
+    kT, dof, tau, n_sub = params[0], params[1], params[2], int(params[3])
+    m = thermostat.shape[0] // 2
+    xi = thermostat[:m]
+    v = thermostat[m:]
+    q_first = dof * kT * tau * tau
+    q_rest = kT * tau * tau
+    ke2 = twice_kinetic_energy(velocities, inv_masses)
+    scale = 1.0
+    for w in _SY_WEIGHTS:
+        delta = w * 0.5 * dt / n_sub
+        for _ in range(n_sub):
+            # top of the chain down, delta/2
+            for j in range(m - 1, -1, -1):
+                if j == 0:
+                    g = (ke2 * scale * scale - dof * kT) / q_first
+                else:
+                    g = ((q_first if j == 1 else q_rest) * v[j - 1] * v[j - 1] - kT) / q_rest
+                if j == m - 1:
+                    v[j] += 0.5 * delta * g
+                else:
+                    a = np.exp(-0.25 * delta * v[j + 1])
+                    v[j] = v[j] * a * a + 0.5 * delta * g * a
+            scale *= np.exp(-delta * v[0])
+            for j in range(m):
+                xi[j] += delta * v[j]
+            # bottom of the chain up, delta/2
+            for j in range(m):
+                if j == 0:
+                    g = (ke2 * scale * scale - dof * kT) / q_first
+                else:
+                    g = ((q_first if j == 1 else q_rest) * v[j - 1] * v[j - 1] - kT) / q_rest
+                if j == m - 1:
+                    v[j] += 0.5 * delta * g
+                else:
+                    a = np.exp(-0.25 * delta * v[j + 1])
+                    v[j] = v[j] * a * a + 0.5 * delta * g * a
+    for i in range(velocities.shape[0]):
+        for a in range(velocities.shape[1]):
+            velocities[i, a] *= scale
+
+
+@kernel
+def nose_hoover_first_half(positions, velocities, forces, inv_masses, dt, params, thermostat, seed, step):
+    nose_hoover_chain_half_step(velocities, inv_masses, dt, params, thermostat)
+    kick(velocities, forces, inv_masses, 0.5 * dt)
+    drift(positions, velocities, dt)
+
+
+@kernel
+def nose_hoover_second_half(positions, velocities, forces, inv_masses, dt, params, thermostat, seed, step):
+    kick(velocities, forces, inv_masses, 0.5 * dt)
+    nose_hoover_chain_half_step(velocities, inv_masses, dt, params, thermostat)
+
+
+def nose_hoover_chain_energy(thermostat, params):
+    """Energy of the chain (kJ/mol): sum Q_j v_j^2 / 2 + dof kT xi_1 + kT sum_{j>1} xi_j."""
+    kT, dof, tau = params[0], params[1], params[2]
+    m = thermostat.shape[0] // 2
+    xi, v = thermostat[:m], thermostat[m:]
+    q = np.full(m, kT * tau * tau)
+    q[0] *= dof
+    return float(0.5 * np.sum(q * v * v) + dof * kT * xi[0] + kT * np.sum(xi[1:]))

@@ -1,0 +1,108 @@
+"""The compiled MD loop: equilibration and production in one Numba call.
+
+`run` advances a state for n_equilibration + n_frames * stride steps and
+records every stride-th production state into preallocated buffers. Nothing
+returns to Python between steps. The loop stops early, with a status, when the
+forces or positions stop being finite or a particle moves farther than
+max_step_displacement in one step (a blow-up); the Python front end
+(`difftre.md`) turns that into an error naming the step and the particle.
+
+Force field: pair_terms, a tuple of (pair_fn, params, cutoff) (see
+`difftre.kernels.pair`), and system_terms, a tuple of (fn, params) of whole-system
+functions (many-body and external, see `difftre.kernels.manybody`).
+"""
+import numpy as np
+from numba import literal_unroll
+
+from difftre.kernels.jit import kernel
+
+from difftre.kernels import neighbors
+from difftre.kernels.integrators import twice_kinetic_energy
+from difftre.kernels.pair import pair_forces
+
+STATUS_OK = 0
+STATUS_NONFINITE = 1
+STATUS_DISPLACEMENT = 2
+
+
+@kernel
+def compute_forces(pair_terms, system_terms, positions, box, nbr_idx, nbr_count, half_list, forces, virial):
+    """Zero and fill forces (kJ/mol/nm) and virial (kJ/mol); return the potential energy (kJ/mol)."""
+    forces[:] = 0.0
+    virial[:] = 0.0
+    energy = 0.0
+    if len(pair_terms) > 0:
+        for term in literal_unroll(pair_terms):
+            energy += pair_forces(term[0], term[1], term[2], positions, box, nbr_idx, nbr_count, half_list,
+                                  forces, virial)
+    if len(system_terms) > 0:
+        for term in literal_unroll(system_terms):
+            energy += term[0](term[1], positions, box, nbr_idx, nbr_count, forces, virial)
+    return energy
+
+
+@kernel
+def first_nonfinite_particle(positions, forces):
+    """Index of the first particle with a non-finite position or force, or -1."""
+    for i in range(positions.shape[0]):
+        for a in range(positions.shape[1]):
+            if not (np.isfinite(positions[i, a]) and np.isfinite(forces[i, a])):
+                return i
+    return -1
+
+
+@kernel
+def run(pair_terms, system_terms, first_half, second_half, integrator_params, dt,
+        positions, velocities, forces, virial, inv_masses, box, thermostat, seed, step,
+        nbr_idx, nbr_count, reference_positions, previous_positions, list_cutoff, skin, half_list,
+        max_step_displacement, n_equilibration, n_frames, stride,
+        frame_positions, frame_velocities, frame_potential, frame_kinetic, frame_virial, status):
+    """Advance the state; fill the frame buffers; return (nbr_idx, potential energy, n_rebuilds).
+
+    status (int64[3]) receives (code, step, particle) with STATUS_* codes; the
+    state arrays hold the last completed step (or the failing one on error).
+    `step` is the global step counter the random stream is keyed by.
+    """
+    uses_neighbors = list_cutoff > 0.0
+    half_skin_sq = 0.25 * skin * skin
+    max_step_sq = max_step_displacement * max_step_displacement
+    record_velocities = frame_velocities.shape[0] > 0
+    n_steps = n_equilibration + n_frames * stride
+    status[0] = STATUS_OK
+    n_rebuilds = 0
+    energy = compute_forces(pair_terms, system_terms, positions, box, nbr_idx, nbr_count, half_list, forces, virial)
+    previous_positions[:] = positions
+    for k in range(n_steps):
+        first_half(positions, velocities, forces, inv_masses, dt, integrator_params, thermostat, seed, step)
+        moved_sq, who = neighbors.max_displacement_sq(positions, previous_positions)
+        if not moved_sq <= max_step_sq:  # also catches NaN
+            status[0] = STATUS_DISPLACEMENT
+            status[1] = step
+            status[2] = who
+            return nbr_idx, energy, n_rebuilds
+        previous_positions[:] = positions
+        if uses_neighbors:
+            drift_sq, who = neighbors.max_displacement_sq(positions, reference_positions)
+            if drift_sq > half_skin_sq:
+                nbr_idx = neighbors.build(positions, box, list_cutoff, half_list, nbr_idx, nbr_count,
+                                          reference_positions)
+                n_rebuilds += 1
+        energy = compute_forces(pair_terms, system_terms, positions, box, nbr_idx, nbr_count, half_list,
+                                forces, virial)
+        if not np.isfinite(energy) or first_nonfinite_particle(positions, forces) >= 0:
+            status[0] = STATUS_NONFINITE
+            status[1] = step
+            status[2] = max(first_nonfinite_particle(positions, forces), 0)
+            return nbr_idx, energy, n_rebuilds
+        second_half(positions, velocities, forces, inv_masses, dt, integrator_params, thermostat, seed, step)
+        step += 1
+        produced = k + 1 - n_equilibration
+        if produced > 0 and produced % stride == 0:
+            f = produced // stride - 1
+            frame_positions[f] = positions
+            if record_velocities:
+                frame_velocities[f] = velocities
+            frame_potential[f] = energy
+            frame_kinetic[f] = 0.5 * twice_kinetic_energy(velocities, inv_masses)
+            frame_virial[f] = virial
+    return nbr_idx, energy, n_rebuilds

@@ -1,0 +1,1 @@
+"""JAX energy models and JAX versions of the prior potentials. Never imports Numba."""

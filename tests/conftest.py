@@ -1,0 +1,35 @@
+import warnings
+
+import numpy as np
+import pytest
+
+warnings.filterwarnings("ignore", message="First-class function type feature is experimental")
+
+
+def lattice_positions(n_side, box_length, jitter, rng):
+    """Simple-cubic lattice of n_side^3 sites in a cubic box, displaced by Gaussian jitter (nm)."""
+    g = (np.arange(n_side) + 0.5) * box_length / n_side
+    sites = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    return sites + rng.normal(0.0, jitter, sites.shape)
+
+
+def diamond_lattice(n_cells, a):
+    """Diamond lattice positions (8 n_cells^3 atoms) and the cubic box edge a n_cells (nm)."""
+    basis = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0],
+                      [.25, .25, .25], [.25, .75, .75], [.75, .25, .75], [.75, .75, .25]])
+    cells = np.stack(np.meshgrid(*[np.arange(n_cells)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    return ((cells + basis[None]) * a).reshape(-1, 3), np.full(3, a * n_cells)
+
+
+def brute_force_pairs(positions, box, cutoff):
+    """Set of (i, j), i < j, closer than cutoff under the minimum image."""
+    d = positions[:, None, :] - positions[None, :, :]
+    d -= box * np.round(d / box)
+    r2 = np.sum(d * d, -1)
+    i, j = np.nonzero(np.triu(r2 < cutoff * cutoff, 1))
+    return set(zip(i.tolist(), j.tolist()))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261121)
