@@ -1,0 +1,223 @@
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from scipy.interpolate import CubicSpline  # noqa: E402
+
+from difftre.models.geometry import dense_neighbor_list  # noqa: E402
+from difftre.models.mlp import init_mlp, mlp_apply, mlp_external_energy  # noqa: E402
+from difftre.models.pair_spline import (export_pair_table, init_pair_spline,  # noqa: E402
+                                        pair_spline_energy, pair_spline_grid)
+from difftre.models.precision import check_dtype  # noqa: E402
+from difftre.models.spline import (SplineGrid, evaluate_spline, export_spline_table,  # noqa: E402
+                                   external_spline_energy, init_spline)
+
+
+def numpy_table(x, x0, h, c):
+    k = np.clip(np.floor((x - x0) / h), 0, len(c) - 1).astype(int)
+    t = x - (x0 + k * h)
+    return c[k, 0] + c[k, 1] * t + c[k, 2] * t ** 2 + c[k, 3] * t ** 3
+
+
+def central_fd(f, x, eps=1e-6):
+    """Central differences of the scalar function f (numpy in, float out) at x."""
+    x = np.asarray(x, np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[i] = eps
+        grad[i] = (f(x + e) - f(x - e)) / (2 * eps)
+    return grad
+
+
+# ---------------------------------------------------------------- precision
+
+def test_check_dtype_accepts_and_rejects():
+    for d in (np.float32, "float32", jnp.float32):
+        assert check_dtype(d) == np.float32
+    assert check_dtype(np.float64) == np.float64 and check_dtype("float64") == np.float64
+    for bad in (None, np.float16, np.int32, "complex64", "nonsense"):
+        with pytest.raises(ValueError):
+            check_dtype(bad)
+
+
+def test_check_dtype_float64_without_x64_raises():
+    code = ("import numpy, pytest\n"
+            "from difftre.models.precision import check_dtype\n"
+            "from difftre.models.spline import SplineGrid, init_spline\n"
+            "import jax\n"
+            "check_dtype(numpy.float32)\n"
+            "for call in (lambda: check_dtype(numpy.float64),\n"
+            "             lambda: init_spline(jax.random.key(0), SplineGrid(), 'float64')):\n"
+            "    with pytest.raises(ValueError, match='jax_enable_x64 is off'):\n"
+            "        call()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "JAX_ENABLE_X64": "0", "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- 1-D spline
+
+GRID = SplineGrid(0.0, 1.0, 50)
+
+
+@pytest.fixture
+def theta():
+    return init_spline(jax.random.key(1), GRID, np.float64, scale=1.0)
+
+
+def test_spline_interpolates_and_matches_scipy_natural(theta):
+    knots = np.linspace(0.0, 1.0, 50)
+    np.testing.assert_allclose(evaluate_spline(knots, theta, GRID), theta, atol=1e-12)
+    x = np.linspace(-0.2, 1.2, 777)
+    ref = CubicSpline(knots, np.asarray(theta), bc_type="natural")(x)  # extrapolates end cubics
+    np.testing.assert_allclose(evaluate_spline(x, theta, GRID), ref, atol=1e-10)
+
+
+def test_spline_is_c2_at_knots(theta):
+    u = lambda x: evaluate_spline(x, theta, GRID)  # noqa: E731
+    derivs = [u, jax.grad(u), jax.grad(jax.grad(u))]
+    knots, d = np.linspace(0.0, 1.0, 50)[1:-1], 1e-13
+    for f in derivs:
+        left, right = jax.vmap(f)(knots - d), jax.vmap(f)(knots + d)
+        np.testing.assert_allclose(left, right, atol=1e-10 * max(1.0, np.abs(right).max()))
+    # natural ends
+    assert abs(derivs[2](0.0)) < 1e-9 and abs(derivs[2](1.0)) < 1e-9
+
+
+def test_spline_export_matches_jax(theta):
+    x0, h, c = export_spline_table(theta, GRID)
+    assert c.shape == (49, 4) and c.dtype == np.float64 and (x0, h) == (0.0, 1.0 / 49)
+    x = np.random.default_rng(0).uniform(-0.1, 1.1, 500)
+    np.testing.assert_allclose(numpy_table(x, x0, h, c), evaluate_spline(x, theta, GRID), atol=1e-12)
+
+
+def test_external_spline_energy_wraps_and_gradient(theta):
+    pos = np.random.default_rng(1).uniform(-2.0, 3.0, (20, 1))
+    box = np.array([1.0])
+    e = external_spline_energy(theta, pos, box)
+    np.testing.assert_allclose(e, np.sum(evaluate_spline(pos[:, 0] % 1.0, theta, GRID)), rtol=1e-12)
+    energy = jax.jit(external_spline_energy)
+    grad = jax.grad(energy)(theta, pos, box)
+    fd = central_fd(lambda t: float(energy(t, pos, box)), theta)
+    np.testing.assert_allclose(grad, fd, atol=1e-7)
+
+
+def test_spline_float32_runs_float32():
+    t32 = init_spline(jax.random.key(0), GRID, np.float32)
+    assert t32.dtype == np.float32 and t32.shape == (50,)
+    e = external_spline_energy(t32, np.random.default_rng(0).uniform(0, 1, (10, 1)), np.ones(1))
+    assert e.dtype == np.float32
+    assert jax.grad(external_spline_energy)(t32, np.full((3, 1), 0.3), np.ones(1)).dtype == np.float32
+
+
+def test_spline_rejects_wrong_length():
+    with pytest.raises(ValueError):
+        evaluate_spline(0.5, jnp.zeros(10), GRID)
+
+
+# ---------------------------------------------------------------- MLP
+
+def test_mlp_shapes_and_dtypes():
+    for dtype in (np.float32, np.float64):
+        params = init_mlp(jax.random.key(0), (1, 100, 100, 1), dtype)
+        assert [(l["w"].shape, l["b"].shape) for l in params] == [((1, 100), (100,)), ((100, 100), (100,)),
+                                                                   ((100, 1), (1,))]
+        assert all(leaf.dtype == dtype for leaf in jax.tree_util.tree_leaves(params))
+        assert mlp_apply(params, jnp.zeros((7, 1), dtype)).shape == (7, 1)
+        pos = np.random.default_rng(0).uniform(0, 1, (10, 1))   # float64 input, cast to the model's dtype
+        e, g = jax.value_and_grad(mlp_external_energy)(params, pos, np.ones(1))
+        assert e.shape == () and e.dtype == dtype
+        assert all(leaf.dtype == dtype for leaf in jax.tree_util.tree_leaves(g))
+        assert jax.jit(mlp_external_energy)(params, pos, np.ones(1)).dtype == dtype
+
+
+def test_mlp_wraps_and_gradient_matches_fd():
+    params = init_mlp(jax.random.key(2), (1, 16, 16, 1), np.float64)
+    pos = np.random.default_rng(3).uniform(0, 1, (5, 1))
+    box = np.array([1.0])
+    np.testing.assert_allclose(mlp_external_energy(params, pos + 3.0, box), mlp_external_energy(params, pos, box),
+                               rtol=1e-12)
+    energy = jax.jit(mlp_external_energy)
+    grad = jax.grad(energy)(params, pos, box)
+    for i, name in [(0, "w"), (1, "b"), (2, "w")]:
+        def f(v, i=i, name=name):
+            p = list(params)
+            p[i] = dict(p[i], **{name: jnp.asarray(v)})
+            return float(energy(p, pos, box))
+        np.testing.assert_allclose(grad[i][name], central_fd(f, params[i][name]), atol=1e-7)
+    force = -jax.grad(energy, argnums=1)(params, pos, box)
+    np.testing.assert_allclose(force, -central_fd(lambda x: float(energy(params, x, box)), pos), atol=1e-7)
+
+
+# ---------------------------------------------------------------- pair spline
+
+PGRID = pair_spline_grid(0.2, 0.8, 25)
+
+
+@pytest.fixture
+def ptheta():
+    return init_pair_spline(jax.random.key(4), PGRID, np.float64, scale=1.0)
+
+
+def test_pair_spline_zero_with_zero_slope_at_cutoff(ptheta):
+    u = lambda r: evaluate_spline(r, ptheta, PGRID)  # noqa: E731
+    assert abs(u(0.8)) < 1e-12 and abs(jax.grad(u)(0.8)) < 1e-10
+    knots = np.linspace(0.2, 0.8, 25)
+    ref = CubicSpline(knots, np.append(ptheta, 0.0), bc_type=((2, 0.0), (1, 0.0)))
+    r = np.linspace(0.1, 0.8, 301)
+    np.testing.assert_allclose(u(r), ref(r), atol=1e-10)
+
+
+def random_config(n, box, min_dist, seed):
+    rng, pos = np.random.default_rng(seed), []
+    while len(pos) < n:
+        x = rng.uniform(0, box)
+        d = np.array(pos) - x if pos else np.zeros((0, len(box)))
+        d -= box * np.round(d / box)
+        if np.all(np.linalg.norm(d, axis=1) > min_dist):
+            pos.append(x)
+    return np.array(pos) + rng.integers(-2, 3, (n, len(box))) * box   # unwrapped
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_pair_spline_energy_equals_double_loop(ptheta, dim):
+    box = np.array([2.0, 2.3, 2.1][:dim])
+    pos = random_config(40 if dim == 3 else 25, box, 0.25, seed=dim)
+    nbrs = dense_neighbor_list(pos, box, 0.9, capacity=40)   # longer than r_cut, extra padding
+    x0, h, c = export_pair_table(ptheta, PGRID)
+    ref = 0.0
+    for i in range(len(pos)):
+        for j in range(i + 1, len(pos)):
+            d = pos[i] - pos[j]
+            r = np.linalg.norm(d - box * np.round(d / box))
+            if r < 0.8:
+                ref += numpy_table(r, x0, h, c)
+    energy = jax.jit(pair_spline_energy)
+    np.testing.assert_allclose(energy(ptheta, pos, box, nbrs, PGRID), ref, rtol=1e-12)
+    np.testing.assert_allclose(numpy_table(np.linspace(0.1, 0.8, 200), x0, h, c),
+                               evaluate_spline(np.linspace(0.1, 0.8, 200), ptheta, PGRID), atol=1e-12)
+    force = -jax.grad(energy, argnums=1)(ptheta, pos, box, nbrs, PGRID)
+    assert np.all(np.isfinite(force))
+    f4 = lambda x4: float(energy(ptheta, np.concatenate([x4, pos[4:]]), box, nbrs, PGRID))  # noqa: E731
+    np.testing.assert_allclose(force[:4], -central_fd(f4, pos[:4]), atol=1e-6)
+    g = jax.grad(energy)(ptheta, pos, box, nbrs, PGRID)
+    np.testing.assert_allclose(g, central_fd(lambda t: float(energy(t, pos, box, nbrs, PGRID)), ptheta), atol=1e-7)
+
+
+def test_pair_spline_float32_and_jit():
+    t32 = init_pair_spline(jax.random.key(0), PGRID, np.float32)
+    assert t32.shape == (24,) and t32.dtype == np.float32
+    box = np.full(3, 2.0)
+    pos = random_config(20, box, 0.25, seed=0)
+    nbrs = dense_neighbor_list(pos, box, 0.8)
+    e = jax.jit(pair_spline_energy)(t32, pos, box, nbrs, PGRID)
+    assert e.dtype == np.float32
+    np.testing.assert_allclose(e, pair_spline_energy(t32.astype(np.float64), pos, box, nbrs, PGRID), rtol=1e-4)
