@@ -140,8 +140,10 @@ class VelocityVerlet:
     """NVE velocity Verlet; dt in ps."""
     dt: float
 
-    def kernel(self, dof, dtype):
+    def __post_init__(self):
         _positive("dt", self.dt)
+
+    def kernel(self, dof, dtype):
         return integrators.verlet_first_half, integrators.verlet_second_half, np.zeros(1, dtype)
 
 
@@ -152,9 +154,12 @@ class Langevin:
     kT: float
     friction: float
 
+    def __post_init__(self):
+        for name in ("dt", "kT", "friction"):
+            _positive(name, getattr(self, name))
+
     def kernel(self, dof, dtype):
-        _positive("dt", self.dt)
-        params = np.array([_positive("kT", self.kT), _positive("friction", self.friction)], dtype)
+        params = np.array([self.kT, self.friction], dtype)
         return integrators.baoab_first_half, integrators.baoab_second_half, params
 
 
@@ -167,11 +172,14 @@ class NoseHooverChain:
     chain_length: int = 5
     n_substeps: int = 1
 
-    def kernel(self, dof, dtype):
-        _positive("dt", self.dt)
+    def __post_init__(self):
+        for name in ("dt", "kT", "tau"):
+            _positive(name, getattr(self, name))
         if self.chain_length < 1 or self.n_substeps < 1:
             raise ValueError(f"chain_length and n_substeps must be >= 1, got {self.chain_length}, {self.n_substeps}")
-        params = np.array([_positive("kT", self.kT), dof, _positive("tau", self.tau), self.n_substeps], dtype)
+
+    def kernel(self, dof, dtype):
+        params = np.array([self.kT, dof, self.tau, self.n_substeps], dtype)
         return integrators.nose_hoover_first_half, integrators.nose_hoover_second_half, params
 
 

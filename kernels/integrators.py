@@ -59,15 +59,17 @@ def baoab_first_half(positions, velocities, forces, inv_masses, dt, params, ther
     noise = np.sqrt((1.0 - c1 * c1) * kT)
     kick(velocities, forces, inv_masses, 0.5 * dt)
     drift(positions, velocities, 0.5 * dt)
-    dim = velocities.shape[1]
-    for i in range(velocities.shape[0]):
-        g0, g1, g2, g3 = normal4(seed, step, i, 0)
-        scale = noise * np.sqrt(inv_masses[i])
-        velocities[i, 0] = c1 * velocities[i, 0] + scale * g0
-        if dim > 1:
-            velocities[i, 1] = c1 * velocities[i, 1] + scale * g1
-        if dim > 2:
-            velocities[i, 2] = c1 * velocities[i, 2] + scale * g2
+    # O step. One Philox call gives 4 normals: it serves 4 // dim particles (particle i uses
+    # counter i // per_call, lanes (i % per_call) * dim + a); in 3-D one call per particle.
+    n, dim = velocities.shape
+    per_call = 4 // dim
+    for first in range(0, n, per_call):
+        z = normal4(seed, step, first // per_call, 0)
+        for p in range(min(per_call, n - first)):
+            i = first + p
+            scale = noise * np.sqrt(inv_masses[i])
+            for a in range(dim):
+                velocities[i, a] = c1 * velocities[i, a] + scale * z[p * dim + a]
     drift(positions, velocities, 0.5 * dt)
 
 

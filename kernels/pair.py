@@ -50,7 +50,7 @@ def lennard_jones_shift(eps, sigma, cutoff):
     return 4.0 * eps * (s6 * s6 - s6)
 
 
-@kernel
+@kernel(cache=False)
 def pair_forces(pair_fn, params, cutoff, positions, box, nbr_idx, nbr_count, half_list, forces, virial):
     """Add the forces and virial (W = sum f_ij (x) r_ij) of one pair potential; return its energy.
 

@@ -25,7 +25,7 @@ STATUS_NONFINITE = 1
 STATUS_DISPLACEMENT = 2
 
 
-@kernel
+@kernel(cache=False)
 def compute_forces(pair_terms, system_terms, positions, box, nbr_idx, nbr_count, half_list, forces, virial):
     """Zero and fill forces (kJ/mol/nm) and virial (kJ/mol); return the potential energy (kJ/mol)."""
     forces[:] = 0.0
@@ -51,7 +51,7 @@ def first_nonfinite_particle(positions, forces):
     return -1
 
 
-@kernel
+@kernel(cache=False)
 def run(pair_terms, system_terms, first_half, second_half, integrator_params, dt,
         positions, velocities, forces, virial, inv_masses, box, thermostat, seed, step,
         nbr_idx, nbr_count, reference_positions, previous_positions, list_cutoff, skin, half_list,
