@@ -1,0 +1,70 @@
+"""Isothermal elastic stiffness by the stress-fluctuation method (NVT).
+
+C_ijkl = <C^B_ijkl> - (V/kT) (<sigma^B_ij sigma^B_kl> - <sigma^B_ij><sigma^B_kl>)
+         + (N kT / V) (delta_ik delta_jl + delta_il delta_jk),
+
+with the Born stress sigma^B = (1/V) dU/deps and Born stiffness
+C^B = (1/V) d^2U/deps deps at eps = 0 (fixed fractional coordinates; strain and
+energy contract as in ``stress.py``: symmetrised Green-Lagrange strain, so C^B
+has the Voigt symmetries). With DiffTRe each ensemble average is reweighted
+separately: average ``born_terms`` with ``weighted_average`` and combine the
+averages with ``fluctuation_stiffness``. Units: kJ mol^-1 nm^-3
+(1 GPa = 602.2137 kJ mol^-1 nm^-3).
+"""
+import jax
+import jax.numpy as jnp
+
+from difftre.observables.geometry import volume
+from difftre.observables.stress import strained_energy, zero_strain
+
+
+def born_terms(energy_fn, positions, box, neighbors=None):
+    """Per-state inputs of the stress-fluctuation formula.
+
+    Args:
+      energy_fn: energy_fn(positions, box, neighbors, deformation) -> U (kJ/mol).
+      positions: (N, dim) nm; box: (dim,) nm; neighbors: passed to energy_fn.
+
+    Returns:
+      dict with "stress" sigma^B (dim, dim), "stress_product"
+      sigma^B_ij sigma^B_kl (dim,)*4 and "stiffness" C^B (dim,)*4, kJ mol^-1 nm^-3.
+    """
+    grad = jax.grad(strained_energy(energy_fn, positions, box, neighbors))
+    hessian, dU = jax.jacfwd(lambda eps: (grad(eps), grad(eps)), has_aux=True)(zero_strain(positions))
+    v = volume(box)
+    stress = dU / v
+    return {"stress": stress, "stress_product": jnp.einsum("ij,kl->ijkl", stress, stress),
+            "stiffness": hessian / v}
+
+
+def born_stiffness(energy_fn, positions, box, neighbors=None):
+    """Born stiffness C^B = (1/V) d^2U/deps deps at eps = 0, (dim,)*4 kJ mol^-1 nm^-3."""
+    return born_terms(energy_fn, positions, box, neighbors)["stiffness"]
+
+
+def fluctuation_stiffness(averages, box, kT, n_particles):
+    """Stiffness tensor C_ijkl (dim,)*4 from (reweighted) averages of ``born_terms``.
+
+    Args:
+      averages: dict as returned by ``born_terms``, each entry an ensemble average.
+      box: (dim,) nm (NVT: the same for every state).
+      kT: kJ/mol.
+      n_particles: N.
+    """
+    v = volume(box)
+    mean = averages["stress"]
+    covariance = averages["stress_product"] - jnp.einsum("ij,kl->ijkl", mean, mean)
+    eye = jnp.eye(mean.shape[0], dtype=mean.dtype)
+    kinetic = jnp.einsum("ik,jl->ijkl", eye, eye) + jnp.einsum("il,jk->ijkl", eye, eye)
+    return averages["stiffness"] - v / kT * covariance + n_particles * kT / v * kinetic
+
+
+def cubic_constants(stiffness):
+    """(C11, C12, C44) of a cubic crystal, each averaged over its 3, 6 and 12 index patterns."""
+    c = stiffness
+    c11 = (c[0, 0, 0, 0] + c[1, 1, 1, 1] + c[2, 2, 2, 2]) / 3
+    c12 = sum(c[i, i, j, j] for i in range(3) for j in range(3) if i != j) / 6
+    shears = [(a, b, p, q) for i, j in ((0, 1), (0, 2), (1, 2))
+              for a, b in ((i, j), (j, i)) for p, q in ((i, j), (j, i))]
+    c44 = sum(c[idx] for idx in shears) / 12
+    return jnp.stack([c11, c12, c44])

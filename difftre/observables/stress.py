@@ -1,0 +1,105 @@
+"""Stress tensor and pressure of any (many-body) energy under periodic boundaries.
+
+Energy contract
+---------------
+Strain-dependent observables take ``energy_fn(positions, box, neighbors,
+deformation)`` (``neighbors`` is passed through untouched: a dense list, a
+graph pytree or None), returning the potential energy U (kJ/mol) of the configuration
+in which every minimum-image displacement vector dr = r_i - r_j (computed from
+``positions`` in ``box``) is replaced by ``deformation @ dr``. With
+``deformation = I`` this is the ordinary energy. An energy built only from
+minimum-image displacements (pair, angular, message-passing models) meets the
+contract by applying the matrix right after its minimum-image step, e.g.
+``dr = geometry.minimum_image(r_i - r_j, box) @ deformation.T``
+(``geometry.neighbor_displacements`` does this). Energies that depend on
+absolute positions (external fields) have no strain derivative here.
+
+Strain
+------
+An affine strain eps (dim, dim) maps x_a -> x_a + eps_ab x_b, positions and
+box together at fixed fractional coordinates. Deforming the minimum-image
+vectors is the same thing for infinitesimal strain, and it allows shear of an
+orthorhombic box given by its edge lengths. The strain is symmetrised,
+eta = (eps + eps^T) / 2, and applied as deformation = I + eta - eta^2 / 2, whose
+metric F^T F = I + 2 eta + O(eta^3) makes eta the Green-Lagrange strain: first
+derivatives at eps = 0 are those of the linear strain (the virial), second
+derivatives are the Born term of the stress-fluctuation formula (``elastic.py``).
+
+Sign convention (docs/DESIGN.md): stress
+sigma = -(1/V) sum_i m_i v_i (x) v_i + (1/V) dU/deps, pressure p = -tr(sigma)/dim.
+The derivative at fixed fractional coordinates already contains the full
+configurational virial; no separate sum r_i (x) grad_i U is added (that would
+double count, see docs/paper-setup.md section 4).
+
+Units: nm, ps, u, kJ/mol; stress and pressure in kJ mol^-1 nm^-3
+(1 bar = 0.0602214 kJ mol^-1 nm^-3).
+"""
+import jax
+import jax.numpy as jnp
+
+from difftre.observables.geometry import volume
+
+
+def strain_deformation(eps):
+    """Deformation matrix I + eta - eta^2/2 of the symmetrised strain eta = (eps + eps^T)/2."""
+    eta = 0.5 * (eps + eps.T)
+    return jnp.eye(eps.shape[0], dtype=eps.dtype) + eta - 0.5 * eta @ eta
+
+
+def strained_energy(energy_fn, positions, box, neighbors=None):
+    """The function eps (dim, dim) -> U of the state strained by eps (see module docstring)."""
+    return lambda eps: energy_fn(positions, box, neighbors, strain_deformation(eps))
+
+
+def zero_strain(positions):
+    """eps = 0 in the dtype of ``positions``."""
+    dim = positions.shape[1]
+    return jnp.zeros((dim, dim), dtype=positions.dtype)
+
+
+def born_stress(energy_fn, positions, box, neighbors=None):
+    """Born (configurational) stress sigma^B = (1/V) dU/deps at eps = 0, (dim, dim) kJ mol^-1 nm^-3."""
+    dU = jax.grad(strained_energy(energy_fn, positions, box, neighbors))(zero_strain(positions))
+    return dU / volume(box)
+
+
+def kinetic_tensor(velocities, masses):
+    """sum_i m_i v_i (x) v_i (kJ/mol); velocities (N, dim) nm/ps, masses scalar or (N,) u."""
+    masses = jnp.broadcast_to(masses, velocities.shape[:1])
+    return jnp.einsum("i,ia,ib->ab", masses, velocities, velocities)
+
+
+def stress_tensor(energy_fn, positions, box, neighbors=None, velocities=None, masses=None, kT=None):
+    """Instantaneous stress sigma = -(1/V) K + (1/V) dU/deps, (dim, dim) kJ mol^-1 nm^-3.
+
+    The kinetic tensor K is sum_i m_i v_i (x) v_i when ``velocities`` (and
+    ``masses``) are given, the velocities used as given (remove a centre-of-mass
+    drift beforehand if wanted). Without velocities K = N kT I, its canonical
+    average (equipartition), which gives the same ensemble average with less
+    noise.
+
+    Args:
+      energy_fn: energy_fn(positions, box, neighbors, deformation) -> U (kJ/mol).
+      positions: (N, dim) nm.
+      box: (dim,) nm.
+      neighbors: passed through to ``energy_fn`` unchanged (dense list, graph
+        pytree or None).
+      velocities: (N, dim) nm/ps, or None.
+      masses: scalar or (N,) u; required with velocities.
+      kT: kJ/mol; required without velocities.
+    """
+    if velocities is None:
+        if kT is None:
+            raise ValueError("stress_tensor needs velocities and masses, or kT")
+        kin = positions.shape[0] * kT * jnp.eye(positions.shape[1], dtype=positions.dtype)
+    else:
+        if masses is None:
+            raise ValueError("stress_tensor needs masses together with velocities")
+        kin = kinetic_tensor(velocities, masses)
+    return born_stress(energy_fn, positions, box, neighbors) - kin / volume(box)
+
+
+def pressure(energy_fn, positions, box, neighbors=None, velocities=None, masses=None, kT=None):
+    """Instantaneous pressure -tr(sigma)/dim (kJ mol^-1 nm^-3); arguments as ``stress_tensor``."""
+    sigma = stress_tensor(energy_fn, positions, box, neighbors, velocities, masses, kT)
+    return -jnp.trace(sigma) / positions.shape[1]
