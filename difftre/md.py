@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from difftre.kernels import external, integrators, manybody, neighbors, pair, sampler as engine
+from difftre.kernels.buffers import aligned_copy, aligned_empty
 from difftre.kernels.space import check_orthorhombic
 from difftre.kernels.spline import pack_spline_table
 
@@ -67,11 +68,13 @@ class PairTerm:
 class SystemTerm:
     """A whole-system (many-body or external) numba function and its params.
 
-    neighbor_cutoff > 0 asks for a full neighbour list covering that distance (nm).
+    neighbor_cutoff > 0 asks for a full neighbour list covering that distance (nm);
+    keep_alive holds whatever the function needs alive (a JAX callback of difftre.bridge).
     """
     function: Callable
     params: np.ndarray
     neighbor_cutoff: float = 0.0
+    keep_alive: object = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def lennard_jones(eps, sigma, cutoff, shifted=False):
@@ -239,7 +242,7 @@ class Sampler:
         bad = np.argwhere(~np.isfinite(positions))
         if bad.size:
             raise ValueError(f"position of particle {bad[0][0]} is not finite: {positions[bad[0][0]].tolist()}")
-        box = check_orthorhombic(np.array(box, dtype=dtype), dim)
+        box = check_orthorhombic(aligned_copy(np.asarray(box, dtype=dtype), dtype), dim)
         if self.force_field.cutoff > 0:
             if dim != 3:
                 raise ValueError(f"pair and many-body kernels need 3-D positions, got dim {dim}")
@@ -256,7 +259,8 @@ class Sampler:
             velocities = rng.normal(size=(n, dim)) * np.sqrt(kT / masses)[:, None]
             if conserves:
                 velocities -= (masses @ velocities) / masses.sum()
-        velocities = np.array(velocities, dtype=dtype)
+        positions = aligned_copy(positions, dtype)
+        velocities = aligned_copy(velocities, dtype)
         if velocities.shape != positions.shape or not np.all(np.isfinite(velocities)):
             raise ValueError(f"velocities must be finite with shape {positions.shape}")
         chain = getattr(self.integrator, "chain_length", 0)
@@ -304,7 +308,7 @@ class Sampler:
                             np.empty((n_frames if record_velocities else 0, n, dim), dtype),
                             np.empty(n_frames, dtype), np.empty(n_frames, dtype),
                             np.empty((n_frames, dim, dim), dtype), state.box.copy())
-        forces = np.empty_like(state.positions)
+        forces = aligned_empty(state.positions.shape, dtype)
         virial = np.empty((dim, dim), dtype)
         status = np.zeros(3, np.int64)
         nbr_idx, _, rebuilds = engine.run(

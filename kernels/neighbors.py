@@ -3,7 +3,7 @@
 The list holds every pair closer than cutoff + skin (list_cutoff) as
 ``nbr_idx[i, :nbr_count[i]]`` (int32). A half list stores each pair once (j > i),
 a full list twice. It is rebuilt when any particle has moved more than skin/2
-since the last build (`max_displacement_sq`). Capacity overflow is never
+since the last build (`check_motion`). Capacity overflow is never
 silent: the builder returns the largest count it found, and `build` regrows the
 array and builds again when that exceeds the capacity.
 
@@ -119,16 +119,27 @@ def build(positions, box, list_cutoff, half_list, nbr_idx, nbr_count, reference_
 
 
 @kernel
-def max_displacement_sq(positions, reference_positions):
-    """Largest squared displacement since the reference (unwrapped positions, nm^2), and its particle."""
-    largest = 0.0
-    who = 0
+def check_motion(positions, previous_positions, reference_positions, use_reference):
+    """One pass over the particles after a drift: returns (largest squared move since the previous
+    step, its particle, largest squared displacement since the last list build), then stores the
+    positions as the previous ones. A NaN position makes the first value NaN."""
+    largest_move = 0.0
+    mover = 0
+    largest_drift = 0.0
     for i in range(positions.shape[0]):
-        d2 = 0.0
+        move = 0.0
+        drift = 0.0
         for a in range(positions.shape[1]):
-            d = positions[i, a] - reference_positions[i, a]
-            d2 += d * d
-        if d2 > largest:
-            largest = d2
-            who = i
-    return largest, who
+            d = positions[i, a] - previous_positions[i, a]
+            move += d * d
+            if use_reference:
+                d = positions[i, a] - reference_positions[i, a]
+                drift += d * d
+            previous_positions[i, a] = positions[i, a]
+        if not move <= largest_move:    # also picks up NaN
+            largest_move = move
+            mover = i
+            if not move == move:
+                break
+        largest_drift = max(largest_drift, drift)
+    return largest_move, mover, largest_drift

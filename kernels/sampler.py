@@ -2,10 +2,12 @@
 
 `run` advances a state for n_equilibration + n_frames * stride steps and
 records every stride-th production state into preallocated buffers. Nothing
-returns to Python between steps. The loop stops early, with a status, when the
-forces or positions stop being finite or a particle moves farther than
+returns to Python between steps. The loop stops early, with a status, when a
+position or the energy stops being finite or a particle moves farther than
 max_step_displacement in one step (a blow-up); the Python front end
-(`difftre.md`) turns that into an error naming the step and the particle.
+(`difftre.md`) turns that into an error naming the step and the particle. A
+non-finite force with a finite energy shows up one step later as a non-finite
+position.
 
 Force field: pair_terms, a tuple of (pair_fn, params, cutoff) (see
 `difftre.kernels.pair`), and system_terms, a tuple of (fn, params) of whole-system
@@ -43,12 +45,12 @@ def compute_forces(pair_terms, system_terms, positions, box, nbr_idx, nbr_count,
 
 @kernel
 def first_nonfinite_particle(positions, forces):
-    """Index of the first particle with a non-finite position or force, or -1."""
+    """Index of the first particle with a non-finite position or force (0 if none)."""
     for i in range(positions.shape[0]):
         for a in range(positions.shape[1]):
             if not (np.isfinite(positions[i, a]) and np.isfinite(forces[i, a])):
                 return i
-    return -1
+    return 0
 
 
 @kernel(cache=False)
@@ -72,27 +74,31 @@ def run(pair_terms, system_terms, first_half, second_half, integrator_params, dt
     n_rebuilds = 0
     energy = compute_forces(pair_terms, system_terms, positions, box, nbr_idx, nbr_count, half_list, forces, virial)
     previous_positions[:] = positions
+    if not np.isfinite(energy):
+        status[0] = STATUS_NONFINITE
+        status[1] = step
+        status[2] = first_nonfinite_particle(positions, forces)
+        return nbr_idx, energy, n_rebuilds
     for k in range(n_steps):
         first_half(positions, velocities, forces, inv_masses, dt, integrator_params, thermostat, seed, step)
-        moved_sq, who = neighbors.max_displacement_sq(positions, previous_positions)
+        moved_sq, who, drift_sq = neighbors.check_motion(positions, previous_positions, reference_positions,
+                                                         uses_neighbors)
         if not moved_sq <= max_step_sq:  # also catches NaN
-            status[0] = STATUS_DISPLACEMENT
+            status[0] = STATUS_NONFINITE if moved_sq != moved_sq else STATUS_DISPLACEMENT
             status[1] = step
             status[2] = who
             return nbr_idx, energy, n_rebuilds
-        previous_positions[:] = positions
         if uses_neighbors:
-            drift_sq, who = neighbors.max_displacement_sq(positions, reference_positions)
             if drift_sq > half_skin_sq:
                 nbr_idx = neighbors.build(positions, box, list_cutoff, half_list, nbr_idx, nbr_count,
                                           reference_positions)
                 n_rebuilds += 1
         energy = compute_forces(pair_terms, system_terms, positions, box, nbr_idx, nbr_count, half_list,
                                 forces, virial)
-        if not np.isfinite(energy) or first_nonfinite_particle(positions, forces) >= 0:
+        if not np.isfinite(energy):
             status[0] = STATUS_NONFINITE
             status[1] = step
-            status[2] = max(first_nonfinite_particle(positions, forces), 0)
+            status[2] = first_nonfinite_particle(positions, forces)
             return nbr_idx, energy, n_rebuilds
         second_half(positions, velocities, forces, inv_masses, dt, integrator_params, thermostat, seed, step)
         step += 1

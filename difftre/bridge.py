@@ -1,0 +1,87 @@
+"""The one module where arrays cross between the Numba kernels and JAX, without copies.
+
+On the CPU, JAX aliases a NumPy buffer through DLPack when the buffer is
+64-byte aligned (the sampler allocates its state that way,
+`difftre.kernels.buffers`), and NumPy views a JAX result through DLPack in
+place. `as_jax` / `as_numpy` check the data pointers, so "zero-copy" is a
+checked property rather than a hope.
+
+`jax_force_term` lets a potential that only JAX can evaluate (a neural network)
+drive the compiled sampler: its Numba system term calls back into Python
+(`numba.objmode`) once per step, hands the position buffer to a jitted JAX
+force function and adds the JAX output buffer into the force array.
+"""
+import itertools
+import weakref
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numba import objmode
+
+from difftre import md
+from difftre.kernels.jit import kernel
+
+
+def as_jax(array):
+    """A JAX array aliasing a NumPy buffer (raises if JAX would have to copy it)."""
+    view = jnp.from_dlpack(array)
+    if array.size and view.unsafe_buffer_pointer() != array.ctypes.data:
+        raise ValueError("JAX copied the buffer instead of aliasing it: allocate it with "
+                         "difftre.kernels.buffers.aligned_empty (64-byte aligned, C-contiguous)")
+    return view
+
+
+def as_numpy(array):
+    """A read-only NumPy view of a JAX array's buffer (no copy)."""
+    view = np.from_dlpack(array)
+    if view.size and view.ctypes.data != array.unsafe_buffer_pointer():
+        raise ValueError("NumPy copied the JAX buffer instead of viewing it")
+    return view
+
+
+_CALLBACKS = weakref.WeakValueDictionary()   # key -> callback, alive while its SystemTerm is
+_KEYS = itertools.count()
+_JITTED = weakref.WeakKeyDictionary()          # energy_fn -> jitted (energy, forces), compiled once
+
+
+def _call(key, positions, box, forces):
+    return _CALLBACKS[key](positions, box, forces)
+
+
+@kernel(cache=False)
+def jax_forces(params, positions, box, nbr_idx, nbr_count, forces, virial):
+    """System term whose energy and forces come from a registered JAX function (params[0] = its key).
+
+    The virial of a JAX term is not computed here (NaN): use difftre.observables.stress on stored states.
+    """
+    key = int(params[0])
+    with objmode(energy="float64"):
+        energy = _call(key, positions, box, forces)
+    virial[:] = np.nan
+    return energy
+
+
+def jax_force_term(energy_fn, params):
+    """md.SystemTerm running energy_fn(params, positions, box) (JAX, kJ/mol) in the sampler.
+
+    Forces are -grad energy_fn, jitted once per energy_fn (new params reuse it);
+    positions and forces cross without copies.
+    """
+    if energy_fn not in _JITTED:
+        _JITTED[energy_fn] = jax.jit(lambda p, x, b: _negate_grad(jax.value_and_grad(energy_fn, argnums=1)(p, x, b)))
+    energy_and_forces = _JITTED[energy_fn]
+    key = next(_KEYS)
+
+    def callback(positions, box, forces):
+        energy, jax_forces_out = energy_and_forces(params, as_jax(positions), as_jax(box))
+        forces += as_numpy(jax_forces_out)
+        return float(energy)
+
+    _CALLBACKS[key] = callback
+    return md.SystemTerm(jax_forces, np.array([float(key)]), keep_alive=callback)
+
+
+def _negate_grad(value_and_grad):
+    value, grad = value_and_grad
+    return value, -grad

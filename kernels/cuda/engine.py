@@ -1,0 +1,742 @@
+"""The CUDA MD engine: a whole trajectory segment in one kernel launch.
+
+Layout: every state array has a leading replica axis (R independent systems of
+the same size). Two launch modes share one kernel source:
+
+- ``"replicas"``: one thread block per replica; the block's threads own the
+  particles i = t, t + T, ...; phases are separated by ``cuda.syncthreads()``.
+- ``"grid"``: one system spread over a cooperative grid of blocks (for large
+  N); phases are separated by ``cuda.cg.this_grid().sync()``.
+
+Per step (as the CPU loop, `difftre.kernels.sampler.run`): first half of the
+integrator, blow-up check (no particle moved more than max_step in the step),
+skin check, neighbour-list rebuild if needed, forces, non-finite check, second
+half, frame recording. Reductions (energy, virial, kinetic energy) are block
+tree reductions in shared memory, then a sum over the group's block partials.
+
+Neighbour lists are full lists (both i->j and j->i; a thread computes the
+whole force on its own particles, no atomics on forces, deterministic). They
+are built from a cell list (fixed capacity per cell, members sorted so the
+neighbour order is deterministic) when every box edge holds >= 3 cells, else by
+an all-pairs search. A capacity overflow (neighbours or cell members) is never
+silent: the replica stops where it is (after the first half of the step),
+reports the capacity it needs, the host regrows the arrays and relaunches, and
+the replica resumes with the rebuild of the same step.
+
+The physics comes from the CPU engine's functions via
+`difftre.kernels.cuda.port` (pair functions, spline tables, minimum image, the
+neighbour test, cell index, integrator halves, Philox, the Nose-Hoover chain);
+what the GPU adds is the per-particle organisation.
+"""
+import linecache
+import math
+
+import numpy as np
+from numba import cuda
+
+from difftre.kernels import external, integrators, manybody, neighbors, pair, random, space
+from difftre.kernels.cuda import manybody as cuda_manybody
+from difftre.kernels.cuda.port import SIMULATOR, cuda_numpy, device_function, rebuild
+
+STATUS_OK = 0
+STATUS_NONFINITE = 1        # same codes as difftre.kernels.sampler
+STATUS_DISPLACEMENT = 2
+STATUS_OVERFLOW = 3         # internal: the host regrows and relaunches
+
+# status columns (int64): code, step, particle, needed neighbour capacity, needed cell capacity
+ST_CODE, ST_STEP, ST_PARTICLE, ST_NEED_NBR, ST_NEED_CELL = range(5)
+N_STATUS = 5
+# flags columns (int32): rebuild requested (two slots, by step parity), blow-up, non-finite, overflow
+FL_DISP, FL_NONFINITE, FL_OVERFLOW = 2, 3, 4
+N_FLAGS = 5
+# scalars columns (dtype): largest displacement of a blow-up, Nose-Hoover velocity scale
+SC_DMAX, SC_SCALE = 0, 1
+N_SCALARS = 2
+
+INTEGRATORS = {
+    (integrators.verlet_first_half, integrators.verlet_second_half): "verlet",
+    (integrators.baoab_first_half, integrators.baoab_second_half): "langevin",
+    (integrators.nose_hoover_first_half, integrators.nose_hoover_second_half): "nose_hoover",
+}
+
+# system terms the GPU knows: one-body (external) functions are called on a
+# one-particle slice; Stillinger-Weber has a per-atom (gather) version.
+ONE_BODY = {external.harmonic, external.spline_1d}
+MANY_BODY = {manybody.stillinger_weber: "stillinger_weber"}
+
+
+def register_one_body(function):
+    """Declare a system-term function separable per particle, so the GPU may call it on one-particle slices."""
+    ONE_BODY.add(function)
+
+
+# ============================================================================ device templates
+# Plain Python; `build_engine` recompiles them (port.rebuild) in one namespace
+# holding the constants (DTYPE, DIM, THREADS, ...) and the ported CPU functions.
+
+# --- the group of threads that simulates one replica
+
+def group_index_replicas():
+    return cuda.blockIdx.x
+
+
+def group_rank_replicas():
+    return cuda.threadIdx.x
+
+
+def group_size_replicas():
+    return cuda.blockDim.x
+
+
+def group_block_replicas():
+    return 0
+
+
+def group_sync_replicas():
+    cuda.syncthreads()
+
+
+def group_index_grid():
+    return 0
+
+
+def group_rank_grid():
+    return cuda.grid(1)
+
+
+def group_size_grid():
+    return cuda.gridsize(1)
+
+
+def group_block_grid():
+    return cuda.blockIdx.x
+
+
+def group_sync_grid():
+    cuda.cg.this_grid().sync()
+
+
+def group_reduce(sh, nvals, partials):
+    """Sum sh[:, :nvals] over the block into partials[block]; ends with a group sync."""
+    tid = cuda.threadIdx.x
+    s = THREADS // 2
+    while s > 0:
+        cuda.syncthreads()
+        if tid < s:
+            for q in range(nvals):
+                sh[tid, q] += sh[tid + s, q]
+        s = s // 2
+    cuda.syncthreads()
+    if tid == 0:
+        b = group_block()
+        for q in range(nvals):
+            partials[b, q] = sh[0, q]
+    group_sync()
+
+
+def group_total(partials, q):
+    total = 0.0
+    for b in range(partials.shape[0]):
+        total += partials[b, q]
+    return total
+
+
+# --- forces
+
+def add_outer(w2, s, ax, ay, az, bx, by, bz):
+    """w2 += s * a (x) b (3-D)."""
+    w2[0, 0] += s * ax * bx
+    w2[0, 1] += s * ax * by
+    w2[0, 2] += s * ax * bz
+    w2[1, 0] += s * ay * bx
+    w2[1, 1] += s * ay * by
+    w2[1, 2] += s * ay * bz
+    w2[2, 0] += s * az * bx
+    w2[2, 1] += s * az * by
+    w2[2, 2] += s * az * bz
+
+
+def pair_sum_on(i, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, f2, w2):
+    """Pair forces on particle i from its full neighbour row; returns its half of the pair energies."""
+    xi = pos[i, 0]
+    yi = pos[i, 1]
+    zi = pos[i, 2]
+    lx = box[0]
+    ly = box[1]
+    lz = box[2]
+    ix = inv_box[0]
+    iy = inv_box[1]
+    iz = inv_box[2]
+    e = 0.0
+    fx = 0.0
+    fy = 0.0
+    fz = 0.0
+    wxx = 0.0
+    wyy = 0.0
+    wzz = 0.0
+    wxy = 0.0
+    wxz = 0.0
+    wyz = 0.0
+    for jj in range(cnt[i]):
+        j = nbr[i, jj]
+        dx = minimum_image(xi - pos[j, 0], lx, ix)
+        dy = minimum_image(yi - pos[j, 1], ly, iy)
+        dz = minimum_image(zi - pos[j, 2], lz, iz)
+        r2 = dx * dx + dy * dy + dz * dz
+        u, g = pair_terms(r2, pp, plen, pcut2)
+        e += u
+        gx = g * dx
+        gy = g * dy
+        gz = g * dz
+        fx += gx
+        fy += gy
+        fz += gz
+        wxx += gx * dx
+        wyy += gy * dy
+        wzz += gz * dz
+        wxy += gx * dy
+        wxz += gx * dz
+        wyz += gy * dz
+    f2[0, 0] += fx
+    f2[0, 1] += fy
+    f2[0, 2] += fz
+    # each pair is seen from both ends: half of W = sum f_ij (x) r_ij per end
+    w2[0, 0] += 0.5 * wxx
+    w2[1, 1] += 0.5 * wyy
+    w2[2, 2] += 0.5 * wzz
+    w2[0, 1] += 0.5 * wxy
+    w2[1, 0] += 0.5 * wxy
+    w2[0, 2] += 0.5 * wxz
+    w2[2, 0] += 0.5 * wxz
+    w2[1, 2] += 0.5 * wyz
+    w2[2, 1] += 0.5 * wyz
+    return 0.5 * e
+
+
+def sw_on(i, pos, box, inv_box, nbr, cnt, p, f2, w2):
+    """Stillinger-Weber force on atom i (gather over the triplets it belongs to); returns its energy share.
+
+    Energy and virial of a triplet go to its centre atom, of a pair half to each atom.
+    """
+    rc = p[6] * p[1]
+    e = 0.0
+    fx = 0.0
+    fy = 0.0
+    fz = 0.0
+    for jj in range(cnt[i]):
+        j = nbr[i, jj]
+        dx = minimum_image(pos[j, 0] - pos[i, 0], box[0], inv_box[0])   # bond i -> j
+        dy = minimum_image(pos[j, 1] - pos[i, 1], box[1], inv_box[1])
+        dz = minimum_image(pos[j, 2] - pos[i, 2], box[2], inv_box[2])
+        r = np.sqrt(dx * dx + dy * dy + dz * dz)
+        if r >= rc:
+            continue
+        u2, g = sw_two_body(r, p)
+        e += 0.5 * u2
+        fx += g * dx
+        fy += g * dy
+        fz += g * dz
+        add_outer(w2, -0.5 * g, dx, dy, dz, dx, dy, dz)
+        e1, de1 = sw_bond_factor(r, p)
+        # triplets centred on i: bonds (j, k), k after j in i's row
+        for kk in range(jj + 1, cnt[i]):
+            k = nbr[i, kk]
+            ex = minimum_image(pos[k, 0] - pos[i, 0], box[0], inv_box[0])
+            ey = minimum_image(pos[k, 1] - pos[i, 1], box[1], inv_box[1])
+            ez = minimum_image(pos[k, 2] - pos[i, 2], box[2], inv_box[2])
+            rk = np.sqrt(ex * ex + ey * ey + ez * ez)
+            if rk >= rc:
+                continue
+            e2, de2 = sw_bond_factor(rk, p)
+            u3, g1x, g1y, g1z, g2x, g2y, g2z = sw_three_body(dx, dy, dz, r, e1, de1, ex, ey, ez, rk, e2, de2, p)
+            e += u3
+            fx += g1x + g2x
+            fy += g1y + g2y
+            fz += g1z + g2z
+            add_outer(w2, -1.0, g1x, g1y, g1z, dx, dy, dz)
+            add_outer(w2, -1.0, g2x, g2y, g2z, ex, ey, ez)
+        # triplets centred on j with i as one bond (j -> i is -d): i moves bond 1
+        for kk in range(cnt[j]):
+            k = nbr[j, kk]
+            if k == i:
+                continue
+            ex = minimum_image(pos[k, 0] - pos[j, 0], box[0], inv_box[0])
+            ey = minimum_image(pos[k, 1] - pos[j, 1], box[1], inv_box[1])
+            ez = minimum_image(pos[k, 2] - pos[j, 2], box[2], inv_box[2])
+            rk = np.sqrt(ex * ex + ey * ey + ez * ez)
+            if rk >= rc:
+                continue
+            e2, de2 = sw_bond_factor(rk, p)
+            u3, g1x, g1y, g1z, g2x, g2y, g2z = sw_three_body(-dx, -dy, -dz, r, e1, de1, ex, ey, ez, rk, e2, de2, p)
+            fx -= g1x
+            fy -= g1y
+            fz -= g1z
+    f2[0, 0] += fx
+    f2[0, 1] += fy
+    f2[0, 2] += fz
+    return e
+
+
+def own_forces(t, T, n, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, sp, slen, frc, f2, w2, wacc):
+    """Forces on this thread's particles; returns their energy, their virial in wacc."""
+    e = 0.0
+    for q in range(DIM * DIM):
+        wacc[q] = 0.0
+    for i in range(t, n, T):
+        e += particle_forces(i, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, sp, slen, f2, w2)
+        for a in range(DIM):
+            frc[i, a] = f2[0, a]
+            for b in range(DIM):
+                wacc[a * DIM + b] += w2[a, b]
+    return e
+
+
+def own_twice_kinetic(t, T, n, vel, invm):
+    ke = 0.0
+    for i in range(t, n, T):
+        ke += twice_kinetic_energy(vel[i:i + 1], invm[i:i + 1])
+    return ke
+
+
+# --- neighbour list
+
+def cell_of(x, y, z, box, ncell):
+    return (cell_index(x, box[0], ncell[0]) * ncell[1] + cell_index(y, box[1], ncell[1])) * ncell[2] \
+        + cell_index(z, box[2], ncell[2])
+
+
+def build_list(r, t, T, n, pos, box, inv_box, nbr, cnt, ref, cellc, cellm, ncell, list_cut2, status, flags):
+    """Group-collective full-list build; False (after recording the capacity needed) on overflow."""
+    cap = nbr.shape[1]
+    largest = 0
+    nx = ncell[0]
+    ny = ncell[1]
+    nz = ncell[2]
+    if nx >= 3 and ny >= 3 and nz >= 3:
+        total = nx * ny * nz
+        ccap = cellm.shape[1]
+        for c in range(t, total, T):
+            cellc[c] = 0
+        group_sync()
+        for i in range(t, n, T):
+            c = cell_of(pos[i, 0], pos[i, 1], pos[i, 2], box, ncell)
+            slot = cuda.atomic.add(cellc, c, 1)
+            if slot < ccap:
+                cellm[c, slot] = i
+            else:
+                cuda.atomic.max(status, (r, ST_NEED_CELL), slot + 1)
+                status[r, ST_CODE] = STATUS_OVERFLOW
+                flags[r, FL_OVERFLOW] = 1
+        group_sync()
+        if flags[r, FL_OVERFLOW] != 0:
+            return False
+        for c in range(t, total, T):   # sort each cell: the neighbour order does not depend on timing
+            m = cellc[c]
+            for a in range(1, m):
+                v = cellm[c, a]
+                b = a - 1
+                while b >= 0 and cellm[c, b] > v:
+                    cellm[c, b + 1] = cellm[c, b]
+                    b -= 1
+                cellm[c, b + 1] = v
+        group_sync()
+        for i in range(t, n, T):
+            c = cell_of(pos[i, 0], pos[i, 1], pos[i, 2], box, ncell)
+            cz = c % nz
+            cy = (c // nz) % ny
+            cx = c // (ny * nz)
+            count = 0
+            for ox in range(-1, 2):
+                mx = (cx + ox + nx) % nx
+                for oy in range(-1, 2):
+                    my = (cy + oy + ny) % ny
+                    for oz in range(-1, 2):
+                        nc = (mx * ny + my) * nz + (cz + oz + nz) % nz
+                        for s in range(cellc[nc]):
+                            j = cellm[nc, s]
+                            if j != i:
+                                count = try_add(pos, box, inv_box, i, j, list_cut2, nbr, count)
+            cnt[i] = min(count, cap)
+            largest = max(largest, count)
+            for a in range(DIM):
+                ref[i, a] = pos[i, a]
+    else:
+        for i in range(t, n, T):
+            count = 0
+            for j in range(n):
+                if j != i:
+                    count = try_add(pos, box, inv_box, i, j, list_cut2, nbr, count)
+            cnt[i] = min(count, cap)
+            largest = max(largest, count)
+            for a in range(DIM):
+                ref[i, a] = pos[i, a]
+    if largest > cap:
+        cuda.atomic.max(status, (r, ST_NEED_NBR), largest)
+        status[r, ST_CODE] = STATUS_OVERFLOW
+        flags[r, FL_OVERFLOW] = 1
+    group_sync()
+    return flags[r, FL_OVERFLOW] == 0
+
+
+# --- integrators: CPU halves applied to one-particle slices
+
+def normal4_of_particle(seed, step_and_particle, particle, stream):
+    """normal4 for particle (slice offset + index in the slice), cast to the working precision."""
+    g0, g1, g2, g3 = normal4(seed, step_and_particle[0], step_and_particle[1] + particle, stream)
+    return CAST(g0), CAST(g1), CAST(g2), CAST(g3)
+
+
+def first_half_verlet(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
+    for i in range(t, n, T):
+        verlet_first_half(pos[i:i + 1], vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], dt, iparams, thermo, seed, step)
+
+
+def second_half_verlet(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
+    for i in range(t, n, T):
+        verlet_second_half(pos[i:i + 1], vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], dt, iparams, thermo, seed, step)
+
+
+def first_half_langevin(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
+    for i in range(t, n, T):
+        # the step argument carries (step, i): normal4 is keyed by the particle's index in the system
+        baoab_first_half(pos[i:i + 1], vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], dt, iparams, thermo, seed,
+                         (step, i))
+
+
+def second_half_langevin(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
+    for i in range(t, n, T):
+        baoab_second_half(pos[i:i + 1], vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], dt, iparams, thermo, seed, step)
+
+
+def chain_scale(ke2, dt, iparams, thermo):
+    """The CPU chain half step, fed the system's 2 KE through one unit-velocity particle; returns the scale."""
+    v = cuda.local.array((1, 1), DTYPE)
+    im = cuda.local.array(1, DTYPE)
+    v[0, 0] = 1.0
+    if ke2 > 0.0:
+        im[0] = 1.0 / ke2
+    else:
+        im[0] = INF
+    nose_hoover_chain_half_step(v, im, dt, iparams, thermo)
+    return v[0, 0]
+
+
+def nose_hoover_scale(t, T, n, vel, invm, thermo, iparams, dt, sh, partials, scalars):
+    sh[cuda.threadIdx.x, 0] = own_twice_kinetic(t, T, n, vel, invm)
+    group_reduce(sh, 1, partials)
+    if t == 0:
+        scalars[SC_SCALE] = chain_scale(group_total(partials, 0), dt, iparams, thermo)
+    group_sync()
+    return scalars[SC_SCALE]
+
+
+def first_half_nose_hoover(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials,
+                           scalars):
+    # nose_hoover_first_half: chain (scales all velocities), kick, drift
+    scale = nose_hoover_scale(t, T, n, vel, invm, thermo, iparams, dt, sh, partials, scalars)
+    for i in range(t, n, T):
+        for a in range(DIM):
+            vel[i, a] *= scale
+        kick(vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], 0.5 * dt)
+        drift(pos[i:i + 1], vel[i:i + 1], dt)
+
+
+def second_half_nose_hoover(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials,
+                            scalars):
+    # nose_hoover_second_half: kick, chain
+    for i in range(t, n, T):
+        kick(vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], 0.5 * dt)
+    scale = nose_hoover_scale(t, T, n, vel, invm, thermo, iparams, dt, sh, partials, scalars)
+    for i in range(t, n, T):
+        for a in range(DIM):
+            vel[i, a] *= scale
+
+
+# --- the kernel
+
+def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, step0, iparams, dt,
+            pp, plen, pcut2, sp, slen,
+            nbr_all, cnt_all, ref_all, prev_all, cellc_all, cellm_all, ncell_all,
+            list_cut2, half_skin_sq, max_step_sq,
+            n_equil, n_frames, stride, record_vel,
+            fpos_all, fvel_all, fpot_all, fkin_all, fvir_all,
+            progress, resume, force_rebuild, status, flags, partials_all, scalars_all, rebuilds, start_out):
+    r = group_index()
+    t = group_rank()
+    T = group_size()
+    tb = cuda.threadIdx.x
+    n = pos_all.shape[1]
+    n_steps = n_equil + n_frames * stride
+    k = progress[r]
+    mid = resume[r] != 0
+    finished = status[r, ST_CODE] != STATUS_OK or (k >= n_steps and not mid and force_rebuild[r] == 0 and k > 0)
+    group_sync()   # every thread has read the control words before anyone writes them
+    if finished:
+        return
+    pos = pos_all[r]
+    vel = vel_all[r]
+    frc = frc_all[r]
+    invm = invm_all[r]
+    box = box_all[r]
+    thermo = thermo_all[r]
+    seed = seeds[r]
+    nbr = nbr_all[r]
+    cnt = cnt_all[r]
+    ref = ref_all[r]
+    prev = prev_all[r]
+    cellc = cellc_all[r]
+    cellm = cellm_all[r]
+    ncell = ncell_all[r]
+    partials = partials_all[r]
+    scalars = scalars_all[r]
+    sh = cuda.shared.array((THREADS, NRED), DTYPE)
+    f2 = cuda.local.array((1, DIM), DTYPE)
+    w2 = cuda.local.array((DIM, DIM), DTYPE)
+    wacc = cuda.local.array(DIM2, DTYPE)
+    inv_box = cuda.local.array(DIM, DTYPE)
+    for a in range(DIM):
+        inv_box[a] = 1.0 / box[a]
+    e = 0.0
+    if not mid:
+        if USES_NEIGHBORS and force_rebuild[r] != 0:
+            if not build_list(r, t, T, n, pos, box, inv_box, nbr, cnt, ref, cellc, cellm, ncell, list_cut2,
+                              status, flags):
+                return
+        e = own_forces(t, T, n, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, sp, slen, frc, f2, w2, wacc)
+        for i in range(t, n, T):
+            for a in range(DIM):
+                prev[i, a] = pos[i, a]
+        sh[tb, 0] = e
+        sh[tb, 1] = own_twice_kinetic(t, T, n, vel, invm)
+        for q in range(DIM * DIM):
+            sh[tb, 2 + q] = wacc[q]
+        group_reduce(sh, NRED, partials)
+        if t == 0:
+            for q in range(NRED):
+                start_out[r, q] = group_total(partials, q)
+    while k < n_steps:
+        step = step0 + np.uint64(k)
+        need = True
+        if mid:
+            mid = False   # resuming after an overflow: the first half of this step is done
+        else:
+            first_half(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars)
+            for i in range(t, n, T):
+                d2 = 0.0
+                d2ref = 0.0
+                for a in range(DIM):
+                    d = pos[i, a] - prev[i, a]
+                    d2 += d * d
+                    d = pos[i, a] - ref[i, a]
+                    d2ref += d * d
+                if d2 > max_step_sq:
+                    cuda.atomic.max(scalars, SC_DMAX, d2)
+                    status[r, ST_CODE] = STATUS_DISPLACEMENT
+                    status[r, ST_STEP] = step
+                    flags[r, FL_DISP] = 1
+                if d2ref > half_skin_sq:
+                    flags[r, k % 2] = 1
+            group_sync()
+            if flags[r, FL_DISP] != 0:
+                for i in range(t, n, T):   # report the particle that moved farthest (as the CPU does)
+                    d2 = 0.0
+                    for a in range(DIM):
+                        d = pos[i, a] - prev[i, a]
+                        d2 += d * d
+                    if d2 == scalars[SC_DMAX]:
+                        cuda.atomic.min(status, (r, ST_PARTICLE), i)
+                return
+            for i in range(t, n, T):
+                for a in range(DIM):
+                    prev[i, a] = pos[i, a]
+            need = USES_NEIGHBORS and flags[r, k % 2] != 0
+            if t == 0:
+                flags[r, (k + 1) % 2] = 0
+        if need:
+            if not build_list(r, t, T, n, pos, box, inv_box, nbr, cnt, ref, cellc, cellm, ncell, list_cut2,
+                              status, flags):
+                if t == 0:
+                    progress[r] = k
+                    resume[r] = 1
+                return
+            if t == 0:
+                rebuilds[r] += 1
+        e = own_forces(t, T, n, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, sp, slen, frc, f2, w2, wacc)
+        if not math.isfinite(e):
+            status[r, ST_CODE] = STATUS_NONFINITE
+            status[r, ST_STEP] = step
+            flags[r, FL_NONFINITE] = 1
+        for i in range(t, n, T):
+            for a in range(DIM):
+                if not (math.isfinite(pos[i, a]) and math.isfinite(frc[i, a])):
+                    cuda.atomic.min(status, (r, ST_PARTICLE), i)
+                    status[r, ST_CODE] = STATUS_NONFINITE
+                    status[r, ST_STEP] = step
+                    flags[r, FL_NONFINITE] = 1
+        group_sync()
+        if flags[r, FL_NONFINITE] != 0:
+            return
+        second_half(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars)
+        k += 1
+        produced = k - n_equil
+        if produced > 0 and produced % stride == 0:
+            fr = produced // stride - 1
+            for i in range(t, n, T):
+                for a in range(DIM):
+                    fpos_all[r, fr, i, a] = pos[i, a]
+                    if record_vel != 0:
+                        fvel_all[r, fr, i, a] = vel[i, a]
+            sh[tb, 0] = e
+            sh[tb, 1] = own_twice_kinetic(t, T, n, vel, invm)
+            for q in range(DIM * DIM):
+                sh[tb, 2 + q] = wacc[q]
+            group_reduce(sh, NRED, partials)
+            if t == 0:
+                fpot_all[r, fr] = group_total(partials, 0)
+                fkin_all[r, fr] = 0.5 * group_total(partials, 1)
+                for a in range(DIM):
+                    for b in range(DIM):
+                        fvir_all[r, fr, a, b] = group_total(partials, 2 + a * DIM + b)
+    if t == 0:
+        progress[r] = k
+        resume[r] = 0
+
+
+TEMPLATES = (group_reduce, group_total, add_outer, pair_sum_on, sw_on, own_forces, own_twice_kinetic, cell_of,
+             build_list, normal4_of_particle, chain_scale, nose_hoover_scale)
+MODE_TEMPLATES = {
+    "replicas": dict(group_index=group_index_replicas, group_rank=group_rank_replicas,
+                     group_size=group_size_replicas, group_block=group_block_replicas,
+                     group_sync=group_sync_replicas),
+    "grid": dict(group_index=group_index_grid, group_rank=group_rank_grid, group_size=group_size_grid,
+                 group_block=group_block_grid, group_sync=group_sync_grid),
+}
+INTEGRATOR_TEMPLATES = {
+    "verlet": (first_half_verlet, second_half_verlet),
+    "langevin": (first_half_langevin, second_half_langevin),
+    "nose_hoover": (first_half_nose_hoover, second_half_nose_hoover),
+}
+
+
+# ============================================================================ code generation
+
+def _generated(name, source, namespace, dtype, wrap):
+    filename = f"<difftre.kernels.cuda generated {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    scratch = {}
+    exec(compile(source, filename, "exec"), scratch)
+    return wrap(rebuild(scratch[name], dtype, namespace=namespace, convert_calls=False))
+
+
+def _pair_terms_source(n_pairs):
+    lines = ["def pair_terms(r2, pp, plen, pcut2):",
+             "    u = 0.0",
+             "    g = 0.0"]
+    for s in range(n_pairs):
+        lines += [f"    if r2 < pcut2[{s}]:",
+                  f"        a, b = pair_{s}(r2, pp[{s}, :plen[{s}]])",
+                  "        u += a",
+                  "        g += b"]
+    lines.append("    return u, g")
+    return "\n".join(lines) + "\n"
+
+
+def _particle_forces_source(n_pairs, system_kinds):
+    lines = ["def particle_forces(i, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, sp, slen, f2, w2):",
+             "    for a in range(DIM):",
+             "        f2[0, a] = 0.0",
+             "        for b in range(DIM):",
+             "            w2[a, b] = 0.0",
+             "    e = 0.0"]
+    if n_pairs:
+        lines.append("    e += pair_sum_on(i, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, f2, w2)")
+    for s, kind in enumerate(system_kinds):
+        if kind == "stillinger_weber":
+            lines.append(f"    e += sw_on(i, pos, box, inv_box, nbr, cnt, sp[{s}, :slen[{s}]], f2, w2)")
+        else:
+            lines.append(f"    e += system_{s}(sp[{s}, :slen[{s}]], pos[i:i + 1], box, nbr[i:i + 1], "
+                         f"cnt[i:i + 1], f2, w2)")
+    lines.append("    return e")
+    return "\n".join(lines) + "\n"
+
+
+class Engine:
+    """The compiled kernel of one (precision, force field, integrator, layout) combination."""
+
+    def __init__(self, dtype, pair_functions, system_functions, integrator, dim, threads, mode, uses_neighbors):
+        if threads < 1 or threads & (threads - 1):
+            raise ValueError(f"threads per block must be a power of two, got {threads}")
+        if mode not in MODE_TEMPLATES:
+            raise ValueError(f"mode must be one of {sorted(MODE_TEMPLATES)}, got {mode!r}")
+        if integrator not in INTEGRATOR_TEMPLATES:
+            raise ValueError(f"integrator must be one of {sorted(INTEGRATOR_TEMPLATES)}, got {integrator!r}")
+        if (pair_functions or any(f in MANY_BODY for f in system_functions)) and dim != 3:
+            raise ValueError(f"pair and many-body kernels need 3-D positions, got dim {dim}")
+        self.dtype = dtype = np.dtype(dtype).type
+        self.dim, self.threads, self.mode = dim, threads, mode
+        self.n_reduce = 2 + dim * dim
+        device = (lambda f: f) if SIMULATOR else cuda.jit(device=True)
+        ns = dict(cuda=cuda, math=math, np=np if SIMULATOR else cuda_numpy,
+                  DTYPE=dtype, CAST=dtype, DIM=dim, DIM2=dim * dim, THREADS=threads, NRED=self.n_reduce, INF=dtype(np.inf),
+                  USES_NEIGHBORS=bool(uses_neighbors),
+                  STATUS_OK=STATUS_OK, STATUS_NONFINITE=STATUS_NONFINITE, STATUS_DISPLACEMENT=STATUS_DISPLACEMENT,
+                  STATUS_OVERFLOW=STATUS_OVERFLOW,
+                  ST_STEP=ST_STEP, ST_CODE=ST_CODE, ST_PARTICLE=ST_PARTICLE, ST_NEED_NBR=ST_NEED_NBR,
+                  ST_NEED_CELL=ST_NEED_CELL, FL_DISP=FL_DISP, FL_NONFINITE=FL_NONFINITE,
+                  FL_OVERFLOW=FL_OVERFLOW, SC_DMAX=SC_DMAX, SC_SCALE=SC_SCALE)
+        port = lambda f, **kw: device_function(f, dtype, **kw)   # noqa: E731
+        ns.update(minimum_image=port(space.minimum_image), try_add=port(neighbors._try_add),
+                  cell_index=port(neighbors._cell_index), twice_kinetic_energy=port(integrators.twice_kinetic_energy),
+                  normal4=port(random.normal4), kick=port(integrators.kick), drift=port(integrators.drift),
+                  verlet_first_half=port(integrators.verlet_first_half),
+                  verlet_second_half=port(integrators.verlet_second_half),
+                  baoab_second_half=port(integrators.baoab_second_half),
+                  nose_hoover_chain_half_step=port(integrators.nose_hoover_chain_half_step),
+                  sw_two_body=port(cuda_manybody.sw_two_body), sw_bond_factor=port(cuda_manybody.sw_bond_factor),
+                  sw_three_body=port(cuda_manybody.sw_three_body))
+        for s, fn in enumerate(pair_functions):
+            ns[f"pair_{s}"] = port(fn)
+        kinds = []
+        for s, fn in enumerate(system_functions):
+            if fn in MANY_BODY:
+                kinds.append(MANY_BODY[fn])
+            elif fn in ONE_BODY:
+                kinds.append("one_body")
+                ns[f"system_{s}"] = port(fn)
+            else:
+                raise NotImplementedError(
+                    f"the CUDA engine has no version of system term {getattr(fn, '__name__', fn)!r}; it knows "
+                    f"Stillinger-Weber and one-body terms (register a separable one with "
+                    f"difftre.kernels.cuda.engine.register_one_body)")
+        for name, template in MODE_TEMPLATES[mode].items():
+            ns[name] = device(rebuild(template, dtype, namespace=ns, convert_calls=False))
+        for template in TEMPLATES:
+            ns[template.__name__] = device(rebuild(template, dtype, namespace=ns, convert_calls=False))
+        first, second = INTEGRATOR_TEMPLATES[integrator]
+        ns["first_half"] = device(rebuild(first, dtype, namespace=ns, convert_calls=False))
+        ns["second_half"] = device(rebuild(second, dtype, namespace=ns, convert_calls=False))
+        ns["baoab_first_half"] = port(integrators.baoab_first_half, overrides={"normal4": ns["normal4_of_particle"]})
+        ns["pair_terms"] = _generated("pair_terms", _pair_terms_source(len(pair_functions)), ns, dtype, device)
+        ns["particle_forces"] = _generated("particle_forces", _particle_forces_source(len(pair_functions), kinds),
+                                           ns, dtype, device)
+        loop = rebuild(md_loop, dtype, namespace=ns, convert_calls=False)
+        self.kernel = cuda.jit(loop)
+        self.namespace = ns
+
+    def max_cooperative_blocks(self, args, threads):
+        """Most blocks of `threads` a cooperative launch of the kernel with these arguments may use."""
+        if SIMULATOR:
+            return 1
+        compiled = self.kernel.compile(tuple(self.kernel.typeof_pyval(a) for a in args))
+        return compiled.max_cooperative_grid_blocks(threads)
+
+
+_engines = {}
+
+
+def get_engine(dtype, pair_functions, system_functions, integrator, dim, threads, mode, uses_neighbors):
+    key = (np.dtype(dtype).type, tuple(pair_functions), tuple(system_functions), integrator, dim, threads, mode,
+           bool(uses_neighbors))
+    if key not in _engines:
+        _engines[key] = Engine(*key)
+    return _engines[key]
