@@ -25,10 +25,12 @@ from difftre.kernels.jit import kernel
 
 def as_jax(array):
     """A JAX array aliasing a NumPy buffer (raises if JAX would have to copy it)."""
+    advice = "allocate it with difftre.kernels.buffers.aligned_empty (64-byte aligned, C-contiguous)"
+    if not array.flags.c_contiguous:
+        raise ValueError(f"JAX would have copied a buffer that is not C-contiguous: {advice}")
     view = jnp.from_dlpack(array)
     if array.size and view.unsafe_buffer_pointer() != array.ctypes.data:
-        raise ValueError("JAX copied the buffer instead of aliasing it: allocate it with "
-                         "difftre.kernels.buffers.aligned_empty (64-byte aligned, C-contiguous)")
+        raise ValueError(f"JAX copied the buffer instead of aliasing it: {advice}")
     return view
 
 

@@ -10,9 +10,11 @@ thermostat variables, the random stream's seed and step counter, the neighbour
 list), so the next `run` continues the same trajectory. Units: nm, ps, u, kJ/mol
 (or reduced units, consistently).
 """
+import concurrent.futures
 import dataclasses
 from typing import Callable
 
+import numba
 import numpy as np
 
 from difftre.kernels import external, integrators, manybody, neighbors, pair, sampler as engine
@@ -70,10 +72,12 @@ class SystemTerm:
 
     neighbor_cutoff > 0 asks for a full neighbour list covering that distance (nm);
     keep_alive holds whatever the function needs alive (a JAX callback of difftre.bridge).
+    per_particle marks one-body terms (each particle's force depends on itself only).
     """
     function: Callable
     params: np.ndarray
     neighbor_cutoff: float = 0.0
+    per_particle: bool = False
     keep_alive: object = dataclasses.field(default=None, compare=False, repr=False)
 
 
@@ -106,12 +110,13 @@ def stillinger_weber(epsilon, sigma, **constants):
 
 def harmonic(k, center):
     """External 0.5 k |x - center|^2 on wrapped coordinates (k in kJ/mol/nm^2)."""
-    return SystemTerm(external.harmonic, np.concatenate([[_positive("k", k)], np.atleast_1d(center)]))
+    return SystemTerm(external.harmonic, np.concatenate([[_positive("k", k)], np.atleast_1d(center)]),
+                      per_particle=True)
 
 
 def external_spline(x0, h, coefficients):
     """External 1-D cubic spline table on the wrapped coordinate."""
-    return SystemTerm(external.spline_1d, pack_spline_table(x0, h, coefficients))
+    return SystemTerm(external.spline_1d, pack_spline_table(x0, h, coefficients), per_particle=True)
 
 
 class ForceField:
@@ -126,8 +131,8 @@ class ForceField:
         cutoffs = [t.cutoff for t in self.pair_terms] + [t.neighbor_cutoff for t in self.system_terms]
         self.cutoff = max(cutoffs, default=0.0)
         self.half_list = not any(t.neighbor_cutoff > 0 for t in self.system_terms)
-        self.conserves_momentum = all(t.function is not external.harmonic and t.function is not external.spline_1d
-                                      for t in self.system_terms)
+        self.conserves_momentum = not any(t.per_particle for t in self.system_terms)
+        self.independent_particles = not self.pair_terms and all(t.per_particle for t in self.system_terms)
 
     def kernel_terms(self, dtype):
         """The tuples the Numba kernels take, params cast to dtype."""
@@ -146,7 +151,7 @@ class VelocityVerlet:
     def __post_init__(self):
         _positive("dt", self.dt)
 
-    def kernel(self, dof, dtype):
+    def kernel(self, dof, dtype, first_particle=0):
         return integrators.verlet_first_half, integrators.verlet_second_half, np.zeros(1, dtype)
 
 
@@ -161,8 +166,8 @@ class Langevin:
         for name in ("dt", "kT", "friction"):
             _positive(name, getattr(self, name))
 
-    def kernel(self, dof, dtype):
-        params = np.array([self.kT, self.friction], dtype)
+    def kernel(self, dof, dtype, first_particle=0):
+        params = np.array([self.kT, self.friction, first_particle], dtype)
         return integrators.baoab_first_half, integrators.baoab_second_half, params
 
 
@@ -181,7 +186,7 @@ class NoseHooverChain:
         if self.chain_length < 1 or self.n_substeps < 1:
             raise ValueError(f"chain_length and n_substeps must be >= 1, got {self.chain_length}, {self.n_substeps}")
 
-    def kernel(self, dof, dtype):
+    def kernel(self, dof, dtype, first_particle=0):
         params = np.array([self.kT, dof, self.tau, self.n_substeps], dtype)
         return integrators.nose_hoover_first_half, integrators.nose_hoover_second_half, params
 
@@ -219,7 +224,10 @@ class Trajectory:
 class Sampler:
     """Runs trajectories of one force field with one integrator inside compiled code."""
 
-    def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, max_step_displacement=None):
+    def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, max_step_displacement=None,
+                 n_threads=None):
+        """n_threads: threads for systems of independent particles (one-body terms only, no global
+        thermostat); the particles are split into chunks, and the trajectory does not depend on it."""
         self.force_field = force_field
         self.integrator = integrator
         self.dtype = check_dtype(dtype)
@@ -227,6 +235,7 @@ class Sampler:
             raise ValueError(f"a force field with neighbour lists needs skin > 0 (nm), got {skin}")
         self.skin = float(skin)
         self.max_step_displacement = max_step_displacement
+        self.n_threads = numba.config.NUMBA_NUM_THREADS if n_threads is None else int(n_threads)
 
     @property
     def list_cutoff(self):
@@ -299,34 +308,63 @@ class Sampler:
                              f"{n_equilibration}, {n_frames}, {stride}")
         dtype = self.dtype
         n, dim = state.positions.shape
-        first, second, params = self.integrator.kernel(state.dof, dtype)
-        pairs, systems = self.force_field.kernel_terms(dtype)
         limit = self.max_step_displacement
         if limit is None:
             limit = self.skin if self.list_cutoff > 0 else 0.1 * float(np.min(state.box))
-        frames = Trajectory(np.empty((n_frames, n, dim), dtype),
-                            np.empty((n_frames if record_velocities else 0, n, dim), dtype),
-                            np.empty(n_frames, dtype), np.empty(n_frames, dtype),
-                            np.empty((n_frames, dim, dim), dtype), state.box.copy())
-        forces = aligned_empty(state.positions.shape, dtype)
-        virial = np.empty((dim, dim), dtype)
-        status = np.zeros(3, np.int64)
-        nbr_idx, _, rebuilds = engine.run(
-            pairs, systems, first, second, params, dtype(self.integrator.dt),
-            state.positions, state.velocities, forces, virial, 1.0 / state.masses, state.box,
-            state.thermostat, np.uint64(state.seed), np.uint64(state.step),
-            state.nbr_idx, state.nbr_count, state.reference_positions, np.empty_like(state.positions),
-            dtype(self.list_cutoff), dtype(self.skin), self.force_field.half_list, dtype(limit),
-            int(n_equilibration), int(n_frames), int(stride),
-            frames.positions, frames.velocities, frames.potential_energy, frames.kinetic_energy, frames.virial,
-            status)
+        separable = (self.force_field.independent_particles and not isinstance(self.integrator, NoseHooverChain)
+                     and self.n_threads > 1 and n >= 64 * self.n_threads)
+        # chunk edges on multiples of 4 particles: the random stream is grouped in fours
+        edges = np.unique(np.minimum(4 * np.round(np.linspace(0, n, self.n_threads + 1) / 4).astype(int), n)) \
+            if separable else np.array([0, n])
+        chunks = list(zip(edges[:-1], edges[1:]))
+
+        def run_chunk(chunk):
+            a, b = chunk
+            return self._run_chunk(state, a, b, limit, n_equilibration, n_frames, stride, record_velocities)
+
+        if len(chunks) == 1:
+            results = [run_chunk(chunks[0])]
+            frames = results[0][3]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(len(chunks)) as pool:
+                results = list(pool.map(run_chunk, chunks))
+            frames = Trajectory(np.concatenate([r[3].positions for r in results], axis=1),
+                                np.concatenate([r[3].velocities for r in results], axis=1),
+                                sum(r[3].potential_energy for r in results), sum(r[3].kinetic_energy for r in results),
+                                sum(r[3].virial for r in results), state.box.copy())
+        failures = [(int(status[1]), int(status[2]) + a, int(status[0]))
+                    for (a, _), (_, _, status, _) in zip(chunks, results) if status[0] != engine.STATUS_OK]
+        nbr_idx, rebuilds = results[0][0], results[0][1]
         state.nbr_idx = nbr_idx
         frames.n_neighbor_rebuilds = int(rebuilds)
-        if status[0] != engine.STATUS_OK:
-            step, particle = int(status[1]), int(status[2])
-            what = ("non-finite force or position" if status[0] == engine.STATUS_NONFINITE
+        if failures:
+            step, particle, code = min(failures)
+            what = ("non-finite force or position" if code == engine.STATUS_NONFINITE
                     else f"moved more than {limit:.4g} nm in one step")
             raise SimulationError(f"trajectory blew up at step {step}: particle {particle} {what} "
                                   f"(position {state.positions[particle].tolist()})", step, particle)
         state.step += int(n_equilibration + n_frames * stride)
         return frames, state
+
+    def _run_chunk(self, state, a, b, limit, n_equilibration, n_frames, stride, record_velocities):
+        """Run particles a:b of `state` in place (all of them unless the particles are independent)."""
+        dtype = self.dtype
+        n, dim = b - a, state.positions.shape[1]
+        first, second, params = self.integrator.kernel(state.dof, dtype, first_particle=a)
+        pairs, systems = self.force_field.kernel_terms(dtype)
+        frames = Trajectory(np.empty((n_frames, n, dim), dtype),
+                            np.empty((n_frames if record_velocities else 0, n, dim), dtype),
+                            np.empty(n_frames, dtype), np.empty(n_frames, dtype),
+                            np.empty((n_frames, dim, dim), dtype), state.box.copy())
+        status = np.zeros(3, np.int64)
+        nbr_idx, _, rebuilds = engine.run(
+            pairs, systems, first, second, params, dtype(self.integrator.dt),
+            state.positions[a:b], state.velocities[a:b], aligned_empty((n, dim), dtype),
+            np.empty((dim, dim), dtype), 1.0 / state.masses[a:b], state.box, state.thermostat,
+            np.uint64(state.seed), np.uint64(state.step), state.nbr_idx, state.nbr_count,
+            state.reference_positions[a:b], aligned_empty((n, dim), dtype),
+            dtype(self.list_cutoff), dtype(self.skin), self.force_field.half_list, dtype(limit),
+            int(n_equilibration), int(n_frames), int(stride),
+            frames.positions, frames.velocities, frames.potential_energy, frames.kinetic_energy, frames.virial,
+            status)
+        return nbr_idx, rebuilds, status, frames

@@ -115,7 +115,13 @@ class Trainer:
         sampler_state = sampler.init_state(positions, self.box, self.masses, seed=seed)
         state = TrainingState(params, self.optimizer.init(params), sampler_state, params, None, None)
         self._sample(state, params)
+        self.warm_up(state)
         return state
+
+    def warm_up(self, state):
+        """Compile the JAX functions now, so per-update wall times do not include compilation."""
+        jax.block_until_ready(self._n_eff(state.params, state.positions, state.reference_energies))
+        jax.block_until_ready(self._value_and_grad(state.params, state.positions, state.reference_energies))
 
     def _sampler(self, params):
         s = self.sampling
@@ -200,8 +206,10 @@ class Trainer:
                                    arrays["md/box"], arrays["md/thermostat"], meta["md_seed"], meta["md_step"],
                                    meta["md_dof"], arrays["md/nbr_idx"], arrays["md/nbr_count"],
                                    arrays["md/reference_positions"])
-        return TrainingState(trees["params"], trees["opt_state"], sampler_state, trees["sampling_params"],
-                             arrays["positions"], arrays["reference_energies"], meta["update"], meta["step_scale"])
+        state = TrainingState(trees["params"], trees["opt_state"], sampler_state, trees["sampling_params"],
+                              arrays["positions"], arrays["reference_energies"], meta["update"], meta["step_scale"])
+        self.warm_up(state)
+        return state
 
 
 def train(trainer, state, n_updates, out_dir, checkpoint_name="checkpoint.npz", progress=True):

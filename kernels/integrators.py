@@ -10,7 +10,9 @@ second_half.
 - Langevin BAOAB (Leimkuhler & Matthews, AMRX 2013): B A O A | B. Chosen because
   its configurational averages are second-order accurate with a small constant
   and exact for harmonic potentials at any stable step: DiffTRe reweights
-  configurational observables. params = [kT, friction (1/ps)].
+  configurational observables. params = [kT, friction (1/ps), index of the first
+  particle] (the last keys the random stream, so a chunk of a system draws what
+  the whole system would).
 - Nose-Hoover chain (Martyna, Tuckerman & Klein, Mol. Phys. 1996) with
   Suzuki-Yoshida order-3 factorisation: C B A | B C. params = [kT, dof, tau (ps),
   n_substeps]; thermostat = [xi_1..xi_M, v_xi_1..v_xi_M]; Q_1 = dof kT tau^2,
@@ -63,8 +65,9 @@ def baoab_first_half(positions, velocities, forces, inv_masses, dt, params, ther
     # counter i // per_call, lanes (i % per_call) * dim + a); in 3-D one call per particle.
     n, dim = velocities.shape
     per_call = 4 // dim
+    offset = int(params[2]) // per_call
     for first in range(0, n, per_call):
-        z = normal4(seed, step, first // per_call, 0)
+        z = normal4(seed, step, offset + first // per_call, 0)
         for p in range(min(per_call, n - first)):
             i = first + p
             scale = noise * np.sqrt(inv_masses[i])

@@ -53,7 +53,7 @@ def first_nonfinite_particle(positions, forces):
     return 0
 
 
-@kernel(cache=False)
+@kernel(cache=False, nogil=True)
 def run(pair_terms, system_terms, first_half, second_half, integrator_params, dt,
         positions, velocities, forces, virial, inv_masses, box, thermostat, seed, step,
         nbr_idx, nbr_count, reference_positions, previous_positions, list_cutoff, skin, half_list,

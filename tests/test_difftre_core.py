@@ -1,0 +1,161 @@
+"""The DiffTRe core: weights, gradient (fluctuation formula, finite differences), the JAX
+bridge (zero copy), checkpoints (atomic, exact resume), configuration errors, blow-ups."""
+import copy
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from difftre import bridge, checkpoint, md
+from difftre.config import ConfigError, load_config
+from difftre.experiments import double_well
+from difftre.potential import Potential
+from difftre.reweighting import effective_sample_size, reweighting_weights
+from difftre.trainer import train
+
+jax.config.update("jax_enable_x64", True)
+
+
+def small_config(tmp_path, **changes):
+    """The default double-well configuration, shrunk for tests, written to a file."""
+    text = double_well.DEFAULT_CONFIG.read_text()
+    values = {"n_particles": 256, "n_equilibration": 200, "n_frames": 12, "stride": 50, "n_updates": 4,
+              "chunk_size": 4, "friction": 1.0, **changes}
+    lines = []
+    for line in text.splitlines():
+        key = line.split("=")[0].strip()
+        lines.append(f"{key} = {values[key]!r}".replace("'", '"') if key in values else line)
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.fixture
+def small(tmp_path):
+    config = load_config(small_config(tmp_path), double_well.SCHEMA)
+    trainer, params, positions, *_ = double_well.build(config)
+    return trainer, params, positions
+
+
+def test_weights_uniform_at_sampling_parameters_and_max_shift(small):
+    trainer, params, positions = small
+    state = trainer.init(params, positions, seed=0)
+    n_eff = trainer._n_eff(state.params, state.positions, state.reference_energies)
+    assert float(n_eff) == pytest.approx(state.positions.shape[0], rel=1e-12)
+    huge = jnp.array([0.0, 1e5, 2e5, -1e5])
+    w = reweighting_weights(huge, jnp.zeros(4), 1.0)
+    assert np.all(np.isfinite(w)) and float(w[3]) == 1.0 and float(effective_sample_size(w)) == pytest.approx(1.0)
+
+
+def test_gradient_equals_fluctuation_formula_and_finite_differences(small):
+    """At theta = theta_hat: dL/dtheta = 2 (<O> - O~) . (-beta)(<O dU/dtheta> - <O><dU/dtheta>)."""
+    trainer, params, positions = small
+    state = trainer.init(params, positions, seed=1)
+    (loss, (_, predictions, _)), grad = trainer._value_and_grad(state.params, state.positions,
+                                                               state.reference_energies)
+    box = jnp.asarray(trainer.box)
+    target = trainer.targets[0]
+    o = jax.vmap(lambda x: target.observable(x, box, params))(state.positions)           # (n, G)
+    du = jax.vmap(lambda x: jax.grad(trainer.potential.energy)(params, x, box))(state.positions)  # (n, P)
+    covariance = (o[:, :, None] * du[:, None, :]).mean(0) - o.mean(0)[:, None] * du.mean(0)[None, :]
+    residual = predictions["density"] - target.target
+    expected = 2.0 / o.shape[1] * residual @ (-covariance / trainer.kT)
+    np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=1e-12)
+    h = 1e-6
+    for k in (10, 20, 35):
+        step = jnp.zeros_like(params).at[k].set(h)
+        plus = trainer._value_and_grad(params + step, state.positions, state.reference_energies)[0][0]
+        minus = trainer._value_and_grad(params - step, state.positions, state.reference_energies)[0][0]
+        assert float(grad[k]) == pytest.approx(float(plus - minus) / (2 * h), rel=1e-5, abs=1e-10)
+
+
+def test_bridge_is_zero_copy_and_matches_numba_kernel():
+    buffer = md.aligned_empty((500, 3), np.float64)
+    buffer[:] = 1.0
+    view = bridge.as_jax(buffer)
+    assert view.unsafe_buffer_pointer() == buffer.ctypes.data            # positions: same memory
+    result = jax.jit(lambda x: 2.0 * x)(view)
+    assert bridge.as_numpy(result).ctypes.data == result.unsafe_buffer_pointer()   # forces: same memory
+    with pytest.raises(ValueError, match="copied"):
+        bridge.as_jax(np.empty((500, 3))[:, 1:])                          # not C-contiguous: would copy
+    # a JAX harmonic force term drives the sampler exactly like the Numba harmonic kernel
+    energy = lambda p, x, box: 0.5 * p * jnp.sum((x - box * jnp.floor(x / box) - 0.5) ** 2)
+    rng = np.random.default_rng(0)
+    start = 0.5 + 0.05 * rng.standard_normal((200, 3))
+    velocities = rng.standard_normal((200, 3))
+    runs = []
+    for term in (bridge.jax_force_term(energy, jnp.asarray(150.0)), md.harmonic(150.0, [0.5, 0.5, 0.5])):
+        sampler = md.Sampler(md.ForceField([term]), md.VelocityVerlet(1e-3))
+        state = sampler.init_state(start, np.ones(3), 1.0, seed=0, velocities=velocities)
+        runs.append(sampler.run(state, 0, 5, 20)[0])
+    np.testing.assert_allclose(runs[0].positions, runs[1].positions, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(runs[0].potential_energy, runs[1].potential_energy, rtol=1e-12)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, {"p": {"a": jnp.arange(3.0)}}, {"x": np.ones(2)}, {"update": 1})
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, {"p": {"a": jnp.arange(3.0) + 9}}, {"x": np.zeros(2)}, {"update": 2})
+    trees, arrays, meta = checkpoint.load(path, {"p": {"a": jnp.zeros(3)}})
+    assert meta["update"] == 1 and float(trees["p"]["a"][2]) == 2.0
+    assert [f.name for f in tmp_path.iterdir()] == ["c.npz"]          # no temporary left behind
+
+
+def test_resume_reproduces_uninterrupted_losses(tmp_path):
+    config = small_config(tmp_path, n_updates=6)
+    straight = double_well.run(tmp_path / "straight", config, progress=False)
+    double_well.run(tmp_path / "resumed", config, progress=False, overrides={"training.n_updates": 3})
+    resumed = double_well.run(tmp_path / "resumed", config, resume=True, progress=False)
+    losses = lambda d: [json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses("resumed")) == 6
+    assert losses("resumed") == losses("straight")
+    assert resumed["final_loss"] == straight["final_loss"]
+    for name in ("density.png", "potential.png", "training.png", "summary.json", "params.npz"):
+        assert (tmp_path / "resumed" / name).exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("n_particles = 2000", "# n_particles removed"), "missing field system.n_particles"),
+    (("friction = 0.1", "fricton = 0.1"), "unknown field sampling.fricton"),
+    (("dt = 1e-3", "dt = -1e-3"), "sampling.dt = -0.001 must be positive"),
+    (("dt = 1e-3", 'dt = "1 fs"'), "sampling.dt must be float"),
+    (('integrator = "langevin"', 'integrator = "nose-hoover"'), "sampling.integrator"),
+    (("[model]", "[models]"), "unknown section [models]"),
+])
+def test_configuration_errors_name_the_field(tmp_path, edit, message):
+    text = double_well.DEFAULT_CONFIG.read_text()
+    assert edit[0] in text
+    path = tmp_path / "bad.toml"
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(path, double_well.SCHEMA)
+
+
+def test_blow_up_rolls_back_and_stops_with_usable_checkpoint(small, tmp_path):
+    """A potential whose sampling explodes once parameters move: parameters are rolled back,
+    the step halved, then the run stops with a clear message; the last checkpoint loads."""
+    trainer, params, positions = small
+    good = trainer.potential
+
+    def force_field(p):
+        ff = good.force_field(p)
+        if not np.allclose(np.asarray(p), np.asarray(params)):
+            ff = md.ForceField(list(ff.pair_terms + ff.system_terms) + [md.harmonic(1e9, [0.5])])
+        return ff
+
+    trainer.potential = Potential(good.energy, force_field)
+    trainer.max_blow_up_retries = 2
+    state = trainer.init(params, positions, seed=2)
+    train(trainer, state, 1, tmp_path, progress=False)        # update 0 reuses the initial trajectory
+    with pytest.raises(Exception, match=r"update 1: sampling with the new parameters failed .*giving up"):
+        train(trainer, state, 2, tmp_path, progress=False)
+    restored = trainer.load(tmp_path / "checkpoint.npz", params)
+    assert restored.update == 1 and np.all(np.isfinite(np.asarray(restored.params)))
