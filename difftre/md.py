@@ -221,6 +221,23 @@ class Trajectory:
     n_neighbor_rebuilds: int = 0
 
 
+def dense_neighbor_list(nbr_idx, nbr_count):
+    """The kernels' list as the dense format JAX models take: (N, capacity) int32 padded with N."""
+    n, capacity = nbr_idx.shape
+    dense = np.where(np.arange(capacity)[None, :] < nbr_count[:, None], nbr_idx, n).astype(np.int32)
+    return dense
+
+
+def full_neighbor_list(positions, box, cutoff):
+    """Dense full neighbour list (both directions) of pairs closer than cutoff, built by the kernels."""
+    positions = np.ascontiguousarray(positions, np.float64)
+    n = positions.shape[0]
+    nbr_idx, nbr_count = np.zeros((n, 16), np.int32), np.zeros(n, np.int32)
+    nbr_idx = neighbors.build(positions, np.asarray(box, np.float64), float(cutoff), False, nbr_idx, nbr_count,
+                              np.empty_like(positions))
+    return dense_neighbor_list(nbr_idx, nbr_count)
+
+
 class Sampler:
     """Runs trajectories of one force field with one integrator inside compiled code."""
 

@@ -35,11 +35,17 @@ from difftre.reweighting import effective_sample_size, map_states, reweighting_w
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """An observable O(state, params) -> array, its target value and loss weight gamma."""
+    """An observable O(positions, box, params) -> array, its target value and loss weight gamma.
+
+    depends_on_params=False (density, RDF, ADF): O is evaluated once per reference
+    trajectory and only the weights carry the parameter dependence; True (pressure,
+    stress, stiffness): O is re-evaluated inside the differentiated loss.
+    """
     name: str
     observable: Callable
     target: np.ndarray
     gamma: float = 1.0
+    depends_on_params: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,15 +100,24 @@ class Trainer:
         def energies(params, positions):
             return map_states(lambda x: potential.energy(params, x, box_jax), positions, chunk_size)
 
-        def loss(params, positions, reference_energies):
+        def fixed_observables(positions):
+            """Per-state values of the parameter-independent observables (no gradient needed)."""
+            return {t.name: map_states(lambda x, t=t: t.observable(x, box_jax, None), positions, chunk_size)
+                    for t in self.targets if not t.depends_on_params}
+
+        def loss(params, positions, reference_energies, fixed_values):
             weights = reweighting_weights(energies(params, positions), reference_energies, self.kT)
             parts, predictions = {}, {}
             for t in self.targets:
-                predictions[t.name] = weighted_average(lambda x, t=t: t.observable(x, box_jax, params),
-                                                       positions, weights, chunk_size)
+                if t.depends_on_params:
+                    predictions[t.name] = weighted_average(lambda x, t=t: t.observable(x, box_jax, params),
+                                                           positions, weights, chunk_size)
+                else:
+                    predictions[t.name] = jnp.tensordot(weights, fixed_values[t.name], axes=1)
                 parts[t.name] = t.gamma * jnp.mean((predictions[t.name] - t.target) ** 2)
             return sum(parts.values()), (parts, predictions, effective_sample_size(weights))
 
+        self._fixed_observables = jax.jit(fixed_observables)
         self._energies = jax.jit(energies)
         self._n_eff = jax.jit(lambda p, x, e: effective_sample_size(reweighting_weights(energies(p, x), e, self.kT)))
         self._value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
@@ -121,7 +136,9 @@ class Trainer:
     def warm_up(self, state):
         """Compile the JAX functions now, so per-update wall times do not include compilation."""
         jax.block_until_ready(self._n_eff(state.params, state.positions, state.reference_energies))
-        jax.block_until_ready(self._value_and_grad(state.params, state.positions, state.reference_energies))
+        self._fixed_values = self._fixed_observables(jnp.asarray(state.positions))
+        jax.block_until_ready(self._value_and_grad(state.params, state.positions, state.reference_energies,
+                                                   self._fixed_values))
 
     def _sampler(self, params):
         s = self.sampling
@@ -136,6 +153,7 @@ class Trainer:
         state.positions = trajectory.positions
         state.sampling_params = params
         state.reference_energies = np.asarray(self._energies(params, jnp.asarray(trajectory.positions)))
+        self._fixed_values = self._fixed_observables(jnp.asarray(trajectory.positions))
 
     # ------------------------------------------------------------------ update
 
@@ -150,7 +168,7 @@ class Trainer:
             sampling_time = time.perf_counter() - start
         gradient_start = time.perf_counter()
         (loss, (parts, predictions, n_eff_after)), grads = self._value_and_grad(
-            state.params, state.positions, state.reference_energies)
+            state.params, state.positions, state.reference_energies, self._fixed_values)
         loss = float(loss)
         bad = [k for k, g in enumerate(jax.tree.leaves(grads)) if not np.all(np.isfinite(np.asarray(g)))]
         if not np.isfinite(loss) or bad:

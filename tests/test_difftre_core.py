@@ -54,7 +54,7 @@ def test_gradient_equals_fluctuation_formula_and_finite_differences(small):
     trainer, params, positions = small
     state = trainer.init(params, positions, seed=1)
     (loss, (_, predictions, _)), grad = trainer._value_and_grad(state.params, state.positions,
-                                                               state.reference_energies)
+                                                               state.reference_energies, trainer._fixed_values)
     box = jnp.asarray(trainer.box)
     target = trainer.targets[0]
     o = jax.vmap(lambda x: target.observable(x, box, params))(state.positions)           # (n, G)
@@ -66,8 +66,9 @@ def test_gradient_equals_fluctuation_formula_and_finite_differences(small):
     h = 1e-6
     for k in (10, 20, 35):
         step = jnp.zeros_like(params).at[k].set(h)
-        plus = trainer._value_and_grad(params + step, state.positions, state.reference_energies)[0][0]
-        minus = trainer._value_and_grad(params - step, state.positions, state.reference_energies)[0][0]
+        args = (state.positions, state.reference_energies, trainer._fixed_values)
+        plus = trainer._value_and_grad(params + step, *args)[0][0]
+        minus = trainer._value_and_grad(params - step, *args)[0][0]
         assert float(grad[k]) == pytest.approx(float(plus - minus) / (2 * h), rel=1e-5, abs=1e-10)
 
 
