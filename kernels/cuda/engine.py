@@ -3,10 +3,15 @@
 Layout: every state array has a leading replica axis (R independent systems of
 the same size). Two launch modes share one kernel source:
 
-- ``"replicas"``: one thread block per replica; the block's threads own the
-  particles i = t, t + T, ...; phases are separated by ``cuda.syncthreads()``.
+- ``"replicas"``: one thread block per replica; phases are separated by
+  ``cuda.syncthreads()``.
 - ``"grid"``: one system spread over a cooperative grid of blocks (for large
   N); phases are separated by ``cuda.cg.this_grid().sync()``.
+
+Thread t of a group of T owns the chunks c = t, t + T, ... of GROUP = 4 // dim
+particles (the integrator moves them and their per-particle state; one Philox
+call serves a chunk, as on the CPU) and computes the forces on particles
+i = t, t + T, ...
 
 Per step (as the CPU loop, `difftre.kernels.sampler.run`): first half of the
 integrator, blow-up check (no particle moved more than max_step in the step),
@@ -34,7 +39,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from difftre.kernels import external, integrators, manybody, neighbors, pair, random, space
+from difftre.kernels import external, integrators, manybody, neighbors, random, space
 from difftre.kernels.cuda import manybody as cuda_manybody
 from difftre.kernels.cuda.port import SIMULATOR, cuda_numpy, device_function, rebuild
 
@@ -59,15 +64,21 @@ INTEGRATORS = {
     (integrators.nose_hoover_first_half, integrators.nose_hoover_second_half): "nose_hoover",
 }
 
-# system terms the GPU knows: one-body (external) functions are called on a
+# system terms the GPU knows: per-particle (one-body) functions are called on a
 # one-particle slice; Stillinger-Weber has a per-atom (gather) version.
 ONE_BODY = {external.harmonic, external.spline_1d}
 MANY_BODY = {manybody.stillinger_weber: "stillinger_weber"}
 
 
-def register_one_body(function):
-    """Declare a system-term function separable per particle, so the GPU may call it on one-particle slices."""
-    ONE_BODY.add(function)
+def system_term_kind(function, per_particle=False):
+    """'one_body' or the many-body name the engine evaluates `function` as; NotImplementedError if none."""
+    if function in MANY_BODY:
+        return MANY_BODY[function]
+    if per_particle or function in ONE_BODY:
+        return "one_body"
+    raise NotImplementedError(
+        f"the CUDA engine has no version of system term {getattr(function, '__name__', function)!r}: it runs "
+        f"Stillinger-Weber and per-particle (one-body) terms")
 
 
 # ============================================================================ device templates
@@ -292,9 +303,12 @@ def own_forces(t, T, n, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, sp, slen, 
 
 
 def own_twice_kinetic(t, T, n, vel, invm):
+    """sum m v^2 over this thread's chunks."""
     ke = 0.0
-    for i in range(t, n, T):
-        ke += twice_kinetic_energy(vel[i:i + 1], invm[i:i + 1])
+    for c in range(t, (n + GROUP - 1) // GROUP, T):
+        a = c * GROUP
+        b = min(a + GROUP, n)
+        ke += twice_kinetic_energy(vel[a:b], invm[a:b])
     return ke
 
 
@@ -378,34 +392,45 @@ def build_list(r, t, T, n, pos, box, inv_box, nbr, cnt, ref, cellc, cellm, ncell
     return flags[r, FL_OVERFLOW] == 0
 
 
-# --- integrators: CPU halves applied to one-particle slices
+# --- integrators: the CPU halves applied to this thread's chunks of GROUP particles
+# (GROUP = 4 // DIM: one Philox call serves GROUP particles, so a chunk draws what the whole system draws)
 
-def normal4_of_particle(seed, step_and_particle, particle, stream):
-    """normal4 for particle (slice offset + index in the slice), cast to the working precision."""
-    g0, g1, g2, g3 = normal4(seed, step_and_particle[0], step_and_particle[1] + particle, stream)
+def normal4_in_precision(seed, step, counter, stream):
+    """normal4 (float64 by definition, identical on CPU and GPU), cast to the working precision."""
+    g0, g1, g2, g3 = normal4(seed, step, counter, stream)
     return CAST(g0), CAST(g1), CAST(g2), CAST(g3)
 
 
-def first_half_verlet(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
-    for i in range(t, n, T):
-        verlet_first_half(pos[i:i + 1], vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], dt, iparams, thermo, seed, step)
+def first_half_verlet(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
+    for c in range(t, (n + GROUP - 1) // GROUP, T):
+        a = c * GROUP
+        b = min(a + GROUP, n)
+        verlet_first_half(pos[a:b], vel[a:b], frc[a:b], invm[a:b], dt, iparams, thermo, seed, step)
 
 
-def second_half_verlet(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
-    for i in range(t, n, T):
-        verlet_second_half(pos[i:i + 1], vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], dt, iparams, thermo, seed, step)
+def second_half_verlet(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
+    for c in range(t, (n + GROUP - 1) // GROUP, T):
+        a = c * GROUP
+        b = min(a + GROUP, n)
+        verlet_second_half(pos[a:b], vel[a:b], frc[a:b], invm[a:b], dt, iparams, thermo, seed, step)
 
 
-def first_half_langevin(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
-    for i in range(t, n, T):
-        # the step argument carries (step, i): normal4 is keyed by the particle's index in the system
-        baoab_first_half(pos[i:i + 1], vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], dt, iparams, thermo, seed,
-                         (step, i))
+def first_half_langevin(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
+    chunk_params = cuda.local.array(N_IPARAMS, DTYPE)
+    for q in range(N_IPARAMS):
+        chunk_params[q] = iparams[q]
+    for c in range(t, (n + GROUP - 1) // GROUP, T):
+        a = c * GROUP
+        b = min(a + GROUP, n)
+        chunk_params[FIRST_PARTICLE] = a   # keys the random stream by the chunk's place in the system
+        baoab_first_half(pos[a:b], vel[a:b], frc[a:b], invm[a:b], dt, chunk_params, thermo, seed, step)
 
 
-def second_half_langevin(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
-    for i in range(t, n, T):
-        baoab_second_half(pos[i:i + 1], vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], dt, iparams, thermo, seed, step)
+def second_half_langevin(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
+    for c in range(t, (n + GROUP - 1) // GROUP, T):
+        a = c * GROUP
+        b = min(a + GROUP, n)
+        baoab_second_half(pos[a:b], vel[a:b], frc[a:b], invm[a:b], dt, iparams, thermo, seed, step)
 
 
 def chain_scale(ke2, dt, iparams, thermo):
@@ -430,26 +455,30 @@ def nose_hoover_scale(t, T, n, vel, invm, thermo, iparams, dt, sh, partials, sca
     return scalars[SC_SCALE]
 
 
-def first_half_nose_hoover(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials,
-                           scalars):
+def first_half_nose_hoover(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
     # nose_hoover_first_half: chain (scales all velocities), kick, drift
     scale = nose_hoover_scale(t, T, n, vel, invm, thermo, iparams, dt, sh, partials, scalars)
-    for i in range(t, n, T):
-        for a in range(DIM):
-            vel[i, a] *= scale
-        kick(vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], 0.5 * dt)
-        drift(pos[i:i + 1], vel[i:i + 1], dt)
+    for c in range(t, (n + GROUP - 1) // GROUP, T):
+        a = c * GROUP
+        b = min(a + GROUP, n)
+        for i in range(a, b):
+            for d in range(DIM):
+                vel[i, d] *= scale
+        kick(vel[a:b], frc[a:b], invm[a:b], 0.5 * dt)
+        drift(pos[a:b], vel[a:b], dt)
 
 
-def second_half_nose_hoover(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials,
-                            scalars):
+def second_half_nose_hoover(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars):
     # nose_hoover_second_half: kick, chain
-    for i in range(t, n, T):
-        kick(vel[i:i + 1], frc[i:i + 1], invm[i:i + 1], 0.5 * dt)
+    for c in range(t, (n + GROUP - 1) // GROUP, T):
+        a = c * GROUP
+        b = min(a + GROUP, n)
+        kick(vel[a:b], frc[a:b], invm[a:b], 0.5 * dt)
     scale = nose_hoover_scale(t, T, n, vel, invm, thermo, iparams, dt, sh, partials, scalars)
-    for i in range(t, n, T):
-        for a in range(DIM):
-            vel[i, a] *= scale
+    for c in range(t, (n + GROUP - 1) // GROUP, T):
+        for i in range(c * GROUP, min(c * GROUP + GROUP, n)):
+            for d in range(DIM):
+                vel[i, d] *= scale
 
 
 # --- the kernel
@@ -466,6 +495,7 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
     T = group_size()
     tb = cuda.threadIdx.x
     n = pos_all.shape[1]
+    n_chunks = (n + GROUP - 1) // GROUP   # per-particle state is owned by chunks, as the integrator moves it
     n_steps = n_equil + n_frames * stride
     k = progress[r]
     mid = resume[r] != 0
@@ -503,9 +533,10 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
                               status, flags):
                 return
         e = own_forces(t, T, n, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, sp, slen, frc, f2, w2, wacc)
-        for i in range(t, n, T):
-            for a in range(DIM):
-                prev[i, a] = pos[i, a]
+        for c in range(t, n_chunks, T):
+            for i in range(c * GROUP, min(c * GROUP + GROUP, n)):
+                for a in range(DIM):
+                    prev[i, a] = pos[i, a]
         sh[tb, 0] = e
         sh[tb, 1] = own_twice_kinetic(t, T, n, vel, invm)
         for q in range(DIM * DIM):
@@ -520,35 +551,38 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
         if mid:
             mid = False   # resuming after an overflow: the first half of this step is done
         else:
-            first_half(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars)
-            for i in range(t, n, T):
-                d2 = 0.0
-                d2ref = 0.0
-                for a in range(DIM):
-                    d = pos[i, a] - prev[i, a]
-                    d2 += d * d
-                    d = pos[i, a] - ref[i, a]
-                    d2ref += d * d
-                if d2 > max_step_sq:
-                    cuda.atomic.max(scalars, SC_DMAX, d2)
-                    status[r, ST_CODE] = STATUS_DISPLACEMENT
-                    status[r, ST_STEP] = step
-                    flags[r, FL_DISP] = 1
-                if d2ref > half_skin_sq:
-                    flags[r, k % 2] = 1
-            group_sync()
-            if flags[r, FL_DISP] != 0:
-                for i in range(t, n, T):   # report the particle that moved farthest (as the CPU does)
+            first_half(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars)
+            for c in range(t, n_chunks, T):
+                for i in range(c * GROUP, min(c * GROUP + GROUP, n)):
                     d2 = 0.0
+                    d2ref = 0.0
                     for a in range(DIM):
                         d = pos[i, a] - prev[i, a]
                         d2 += d * d
-                    if d2 == scalars[SC_DMAX]:
-                        cuda.atomic.min(status, (r, ST_PARTICLE), i)
+                        d = pos[i, a] - ref[i, a]
+                        d2ref += d * d
+                    if d2 > max_step_sq:
+                        cuda.atomic.max(scalars, SC_DMAX, d2)
+                        status[r, ST_CODE] = STATUS_DISPLACEMENT
+                        status[r, ST_STEP] = step
+                        flags[r, FL_DISP] = 1
+                    if d2ref > half_skin_sq:
+                        flags[r, k % 2] = 1
+            group_sync()
+            if flags[r, FL_DISP] != 0:
+                for c in range(t, n_chunks, T):   # report the particle that moved farthest (as the CPU does)
+                    for i in range(c * GROUP, min(c * GROUP + GROUP, n)):
+                        d2 = 0.0
+                        for a in range(DIM):
+                            d = pos[i, a] - prev[i, a]
+                            d2 += d * d
+                        if d2 == scalars[SC_DMAX]:
+                            cuda.atomic.min(status, (r, ST_PARTICLE), i)
                 return
-            for i in range(t, n, T):
-                for a in range(DIM):
-                    prev[i, a] = pos[i, a]
+            for c in range(t, n_chunks, T):
+                for i in range(c * GROUP, min(c * GROUP + GROUP, n)):
+                    for a in range(DIM):
+                        prev[i, a] = pos[i, a]
             need = USES_NEIGHBORS and flags[r, k % 2] != 0
             if t == 0:
                 flags[r, (k + 1) % 2] = 0
@@ -576,16 +610,17 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
         group_sync()
         if flags[r, FL_NONFINITE] != 0:
             return
-        second_half(r, t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars)
+        second_half(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars)
         k += 1
         produced = k - n_equil
         if produced > 0 and produced % stride == 0:
             fr = produced // stride - 1
-            for i in range(t, n, T):
-                for a in range(DIM):
-                    fpos_all[r, fr, i, a] = pos[i, a]
-                    if record_vel != 0:
-                        fvel_all[r, fr, i, a] = vel[i, a]
+            for c in range(t, n_chunks, T):
+                for i in range(c * GROUP, min(c * GROUP + GROUP, n)):
+                    for a in range(DIM):
+                        fpos_all[r, fr, i, a] = pos[i, a]
+                        if record_vel != 0:
+                            fvel_all[r, fr, i, a] = vel[i, a]
             sh[tb, 0] = e
             sh[tb, 1] = own_twice_kinetic(t, T, n, vel, invm)
             for q in range(DIM * DIM):
@@ -603,7 +638,7 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
 
 
 TEMPLATES = (group_reduce, group_total, add_outer, pair_sum_on, sw_on, own_forces, own_twice_kinetic, cell_of,
-             build_list, normal4_of_particle, chain_scale, nose_hoover_scale)
+             build_list, normal4_in_precision, chain_scale, nose_hoover_scale)
 MODE_TEMPLATES = {
     "replicas": dict(group_index=group_index_replicas, group_rank=group_rank_replicas,
                      group_size=group_size_replicas, group_block=group_block_replicas,
@@ -663,20 +698,28 @@ def _particle_forces_source(n_pairs, system_kinds):
 class Engine:
     """The compiled kernel of one (precision, force field, integrator, layout) combination."""
 
-    def __init__(self, dtype, pair_functions, system_functions, integrator, dim, threads, mode, uses_neighbors):
+    def __init__(self, dtype, pair_functions, system_terms, integrator, integrator_layout, dim, threads, mode,
+                 uses_neighbors):
+        """system_terms: (function, kind) pairs (see system_term_kind); integrator_layout: (number of
+        integrator params, index of the param holding the first particle's index or -1)."""
         if threads < 1 or threads & (threads - 1):
             raise ValueError(f"threads per block must be a power of two, got {threads}")
         if mode not in MODE_TEMPLATES:
             raise ValueError(f"mode must be one of {sorted(MODE_TEMPLATES)}, got {mode!r}")
         if integrator not in INTEGRATOR_TEMPLATES:
             raise ValueError(f"integrator must be one of {sorted(INTEGRATOR_TEMPLATES)}, got {integrator!r}")
-        if (pair_functions or any(f in MANY_BODY for f in system_functions)) and dim != 3:
+        if (pair_functions or any(kind != "one_body" for _, kind in system_terms)) and dim != 3:
             raise ValueError(f"pair and many-body kernels need 3-D positions, got dim {dim}")
         self.dtype = dtype = np.dtype(dtype).type
         self.dim, self.threads, self.mode = dim, threads, mode
         self.n_reduce = 2 + dim * dim
         device = (lambda f: f) if SIMULATOR else cuda.jit(device=True)
+        n_iparams, first_particle = integrator_layout
+        if integrator == "langevin" and first_particle < 0:
+            raise ValueError("the Langevin integrator's params must carry the index of the first particle "
+                             "(difftre.md.Langevin.kernel(..., first_particle)) to key the random stream per chunk")
         ns = dict(cuda=cuda, math=math, np=np if SIMULATOR else cuda_numpy,
+                  GROUP=max(1, 4 // dim), N_IPARAMS=max(1, n_iparams), FIRST_PARTICLE=max(0, first_particle),
                   DTYPE=dtype, CAST=dtype, DIM=dim, DIM2=dim * dim, THREADS=threads, NRED=self.n_reduce, INF=dtype(np.inf),
                   USES_NEIGHBORS=bool(uses_neighbors),
                   STATUS_OK=STATUS_OK, STATUS_NONFINITE=STATUS_NONFINITE, STATUS_DISPLACEMENT=STATUS_DISPLACEMENT,
@@ -696,18 +739,10 @@ class Engine:
                   sw_three_body=port(cuda_manybody.sw_three_body))
         for s, fn in enumerate(pair_functions):
             ns[f"pair_{s}"] = port(fn)
-        kinds = []
-        for s, fn in enumerate(system_functions):
-            if fn in MANY_BODY:
-                kinds.append(MANY_BODY[fn])
-            elif fn in ONE_BODY:
-                kinds.append("one_body")
+        kinds = [kind for _, kind in system_terms]
+        for s, (fn, kind) in enumerate(system_terms):
+            if kind == "one_body":
                 ns[f"system_{s}"] = port(fn)
-            else:
-                raise NotImplementedError(
-                    f"the CUDA engine has no version of system term {getattr(fn, '__name__', fn)!r}; it knows "
-                    f"Stillinger-Weber and one-body terms (register a separable one with "
-                    f"difftre.kernels.cuda.engine.register_one_body)")
         for name, template in MODE_TEMPLATES[mode].items():
             ns[name] = device(rebuild(template, dtype, namespace=ns, convert_calls=False))
         for template in TEMPLATES:
@@ -715,7 +750,8 @@ class Engine:
         first, second = INTEGRATOR_TEMPLATES[integrator]
         ns["first_half"] = device(rebuild(first, dtype, namespace=ns, convert_calls=False))
         ns["second_half"] = device(rebuild(second, dtype, namespace=ns, convert_calls=False))
-        ns["baoab_first_half"] = port(integrators.baoab_first_half, overrides={"normal4": ns["normal4_of_particle"]})
+        ns["baoab_first_half"] = port(integrators.baoab_first_half,
+                                      overrides={"normal4": ns["normal4_in_precision"]})
         ns["pair_terms"] = _generated("pair_terms", _pair_terms_source(len(pair_functions)), ns, dtype, device)
         ns["particle_forces"] = _generated("particle_forces", _particle_forces_source(len(pair_functions), kinds),
                                            ns, dtype, device)
@@ -734,9 +770,11 @@ class Engine:
 _engines = {}
 
 
-def get_engine(dtype, pair_functions, system_functions, integrator, dim, threads, mode, uses_neighbors):
-    key = (np.dtype(dtype).type, tuple(pair_functions), tuple(system_functions), integrator, dim, threads, mode,
-           bool(uses_neighbors))
+def get_engine(dtype, pair_functions, system_terms, integrator, integrator_layout, dim, threads, mode,
+               uses_neighbors):
+    """The (cached) Engine for this combination; arguments as Engine's."""
+    key = (np.dtype(dtype).type, tuple(pair_functions), tuple(system_terms), integrator, tuple(integrator_layout),
+           dim, threads, mode, bool(uses_neighbors))
     if key not in _engines:
         _engines[key] = Engine(*key)
     return _engines[key]

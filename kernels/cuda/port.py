@@ -20,8 +20,8 @@ function from its own Python code object so that:
    ``numba.float32(4.0)`` would do, without touching the source. Functions of
    ``difftre.kernels.random`` are exempt: the Philox/Box-Muller draws stay
    float64 so that CPU and GPU draw bit-identical numbers; callers cast them.
-4. ``overrides`` replaces named globals for one use (e.g. where the Langevin
-   step asks ``normal4`` for particle ``i`` of a one-particle slice).
+4. ``overrides`` replaces named globals for one use (e.g. the Langevin step's
+   ``normal4`` by one that casts the float64 draws to the working precision).
 
 The result is a ``cuda.jit(device=True)`` function (a plain Python function
 under the simulator, which executes Python per thread anyway).
