@@ -94,18 +94,18 @@ def twice_kinetic_energy(velocities, inv_masses):
 
 
 @kernel
-def nose_hoover_chain_half_step(velocities, inv_masses, dt, params, thermostat):
-    """Propagate the chain for dt/2 and scale the particle velocities (the C operator)."""
-    kT, dof, tau, n_sub = params[0], params[1], params[2], int(params[3])
+def nose_hoover_chain_scale(ke2, dt, params, thermostat):
+    """Propagate the chain for dt/2 given ke2 = sum m v^2; return the particle-velocity scale factor."""
+    kT, dof, tau = params[0], params[1], params[2]
+    n_sub = int(params[3])
     m = thermostat.shape[0] // 2
     xi = thermostat[:m]
     v = thermostat[m:]
     q_first = dof * kT * tau * tau
     q_rest = kT * tau * tau
-    ke2 = twice_kinetic_energy(velocities, inv_masses)
     scale = 1.0
     for w in _SY_WEIGHTS:
-        delta = w * 0.5 * dt / n_sub
+        delta = w * 0.5 * dt / params[3]
         for _ in range(n_sub):
             # top of the chain down, delta/2
             for j in range(m - 1, -1, -1):
@@ -132,6 +132,13 @@ def nose_hoover_chain_half_step(velocities, inv_masses, dt, params, thermostat):
                 else:
                     a = np.exp(-0.25 * delta * v[j + 1])
                     v[j] = v[j] * a * a + 0.5 * delta * g * a
+    return scale
+
+
+@kernel
+def nose_hoover_chain_half_step(velocities, inv_masses, dt, params, thermostat):
+    """Propagate the chain for dt/2 and scale the particle velocities (the C operator)."""
+    scale = nose_hoover_chain_scale(twice_kinetic_energy(velocities, inv_masses), dt, params, thermostat)
     for i in range(velocities.shape[0]):
         for a in range(velocities.shape[1]):
             velocities[i, a] *= scale

@@ -16,7 +16,7 @@ def spline_value_and_slope(x, params):
     n_intervals = (params.shape[0] - 2) // 4
     k = int(np.floor((x - x0) / h))
     k = min(max(k, 0), n_intervals - 1)
-    t = x - (x0 + k * h)
+    t = x - (x0 + np.float32(k) * h)   # float32 k keeps a float32 table in float32 (exact for k < 2^24)
     c = 2 + 4 * k
     c0 = params[c]
     c1 = params[c + 1]
