@@ -84,6 +84,8 @@ def build_parser():
     double_well.add_argument("--seed", type=_int_at_least(0), default=None, help="override system.seed")
     double_well.add_argument("--updates", type=_int_at_least(0), default=None, help="override training.n_updates")
     double_well.add_argument("--quiet", action="store_true", help="no progress bar")
+    double_well.add_argument("--write-trajectory", action="store_true",
+                             help="also write the last reference trajectory as --out/trajectory.extxyz (ASE)")
     double_well.set_defaults(handler=_run_double_well, owner=double_well)
     return parser
 
@@ -99,7 +101,8 @@ def _run_double_well(args, parser):
         overrides["training.n_updates"] = args.updates
     try:
         summary = double_well.run(args.out, args.config or double_well.DEFAULT_CONFIG, resume=args.resume,
-                                  progress=not args.quiet, overrides=overrides)
+                                  progress=not args.quiet, overrides=overrides,
+                                  write_trajectory=args.write_trajectory)
     except (ConfigError, FileNotFoundError) as error:
         parser.error(str(error))
     print(json.dumps(summary, indent=2))

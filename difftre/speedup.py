@@ -20,7 +20,7 @@ import optax
 from difftre import bridge, direct_ad, md
 from difftre.experiments.double_well import target_density
 from difftre.models import mlp, priors
-from difftre.observables.density import density_profile
+from difftre.observables.density import density_profile_uniform
 from difftre.reweighting import reweighting_weights
 
 STEPS_PER_STATE = 100
@@ -55,7 +55,7 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
         return mlp.mlp_external_energy(params, positions, box) + prior(positions, box)
 
     def observable(positions):
-        return density_profile(positions, jnp.asarray(box), jnp.asarray(grid), 0.01)
+        return density_profile_uniform(positions, 1.0, 101, 0.01)
 
     params = mlp.init_mlp(jax.random.PRNGKey(seed), [1, 100, 100, 1], dtype)
     rng = np.random.default_rng(seed)

@@ -117,6 +117,11 @@ class Trainer:
                 parts[t.name] = t.gamma * jnp.mean((predictions[t.name] - t.target) ** 2)
             return sum(parts.values()), (parts, predictions, effective_sample_size(weights))
 
+        def optimizer_step(grads, opt_state, params, step_scale):
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, jax.tree.map(lambda u: u * step_scale, updates)), opt_state
+
+        self._optimizer_step = jax.jit(optimizer_step)
         self._fixed_observables = jax.jit(fixed_observables)
         self._energies = jax.jit(energies)
         self._n_eff = jax.jit(lambda p, x, e: effective_sample_size(reweighting_weights(energies(p, x), e, self.kT)))
@@ -136,7 +141,9 @@ class Trainer:
     def warm_up(self, state):
         """Compile the JAX functions now, so per-update wall times do not include compilation."""
         jax.block_until_ready(self._n_eff(state.params, state.positions, state.reference_energies))
-        self._fixed_values = self._fixed_observables(jnp.asarray(state.positions))
+        self._fixed_values = self._fixed_observables(state.positions)
+        jax.block_until_ready(self._optimizer_step(jax.tree.map(jnp.zeros_like, state.params), state.opt_state,
+                                                   state.params, state.step_scale))
         jax.block_until_ready(self._value_and_grad(state.params, state.positions, state.reference_energies,
                                                    self._fixed_values))
 
@@ -150,10 +157,10 @@ class Trainer:
         sampler_state = copy.deepcopy(state.sampler_state)
         trajectory, sampler_state = self._sampler(params).run(sampler_state, s.n_equilibration, s.n_frames, s.stride)
         state.sampler_state = sampler_state
-        state.positions = trajectory.positions
+        state.positions = jax.device_put(trajectory.positions)
         state.sampling_params = params
-        state.reference_energies = np.asarray(self._energies(params, jnp.asarray(trajectory.positions)))
-        self._fixed_values = self._fixed_observables(jnp.asarray(trajectory.positions))
+        state.reference_energies = self._energies(params, state.positions)
+        self._fixed_values = self._fixed_observables(state.positions)
 
     # ------------------------------------------------------------------ update
 
@@ -174,9 +181,7 @@ class Trainer:
         if not np.isfinite(loss) or bad:
             raise FloatingPointError(f"update {state.update}: non-finite loss ({loss}) or gradient "
                                      f"(parameter leaves {bad}); parameters left unchanged")
-        updates, state.opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        updates = jax.tree.map(lambda u: u * state.step_scale, updates)
-        state.params = optax.apply_updates(state.params, updates)
+        state.params, state.opt_state = self._optimizer_step(grads, state.opt_state, state.params, state.step_scale)
         end = time.perf_counter()
         metrics = {"step": state.update, "loss": loss, "loss_parts": {k: float(v) for k, v in parts.items()},
                    "n_eff": float(n_eff_after), "n_eff_before": n_eff, "resampled": bool(resampled),

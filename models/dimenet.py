@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import optimize, special
 
-from .geometry import minimum_image
+from .geometry import deform, minimum_image
 from .precision import check_dtype, params_dtype
 
 DIMENET_DEFAULTS = dict(
@@ -298,19 +298,21 @@ def _output(p, m, rbf, receivers, n_atoms):
     return (x @ p["final"])[:, 0]
 
 
-def _edge_geometry(positions, box, graph, cutoff):
-    """Masked edge vectors x_j - x_i (sender minus receiver, minimum image) and lengths (nm).
+def _edge_geometry(positions, box, graph, cutoff, deformation=None):
+    """Masked edge vectors x_j - x_i (sender minus receiver, minimum image, optionally deformed) and
+    lengths (nm).
 
     Padded edges get the dummy vector (c/2, 0, ...), so all lengths are > 0.
     """
     s = jnp.where(graph.edge_mask, graph.senders, 0)
     r = jnp.where(graph.edge_mask, graph.receivers, 0)
     dummy = jnp.zeros(positions.shape[1], positions.dtype).at[0].set(0.5 * cutoff)
-    vec = jnp.where(graph.edge_mask[:, None], minimum_image(positions[s] - positions[r], box), dummy)
+    vec = jnp.where(graph.edge_mask[:, None], deform(minimum_image(positions[s] - positions[r], box), deformation),
+                    dummy)
     return vec, jnp.sqrt(jnp.sum(vec * vec, axis=-1))
 
 
-def _bases(params, positions, box, graph, cutoff, p):
+def _bases(params, positions, box, graph, cutoff, p, deformation=None):
     """Radial basis (E, n_radial) and per-block projected spherical basis (B, T, basis_embed).
 
     The (T, n_spherical * n_radial) spherical basis enters block b only through
@@ -318,7 +320,7 @@ def _bases(params, positions, box, graph, cutoff, p):
     """
     n_radial = params["rbf_frequencies"].shape[0]
     n_spherical = params["interactions"]["sbf1"].shape[1] // n_radial
-    vec, d = _edge_geometry(positions, box, graph, cutoff)
+    vec, d = _edge_geometry(positions, box, graph, cutoff, deformation)
     rbf = radial_basis(d, params["rbf_frequencies"], cutoff, p)
     rbf = jnp.where(graph.edge_mask[:, None], rbf, 0.0)
 
@@ -333,7 +335,7 @@ def _bases(params, positions, box, graph, cutoff, p):
     return rbf, jnp.einsum("ts,bsk->btk", sbf, params["interactions"]["sbf1"])
 
 
-def dimenet_energy(params, positions, box, graph, species=None, *, cutoff, envelope_p=6, **hyper):
+def dimenet_energy(params, positions, box, graph, species=None, *, cutoff, envelope_p=6, deformation=None, **hyper):
     """DimeNet++ potential energy (kJ/mol, scalar of the parameters' dtype).
 
     Args:
@@ -345,6 +347,8 @@ def dimenet_energy(params, positions, box, graph, species=None, *, cutoff, envel
       species: optional (N,) int species indices (default all 0).
       cutoff: model cut-off c (nm).
       envelope_p: envelope exponent p.
+      deformation: optional (dim, dim) affine deformation of the edge vectors (the strain
+        contract of difftre.observables.stress; the graph stays the undeformed one).
       **hyper: init-only hyper-parameters (``DIMENET_DEFAULTS`` keys) are accepted
         and ignored, widths and counts are read from ``params``.
     """
@@ -357,7 +361,7 @@ def dimenet_energy(params, positions, box, graph, species=None, *, cutoff, envel
     n_atoms = positions.shape[0]
     species = jnp.zeros(n_atoms, jnp.int32) if species is None else jnp.asarray(species, jnp.int32)
 
-    rbf, sbf_basis = _bases(params, positions, box, graph, cutoff, envelope_p)
+    rbf, sbf_basis = _bases(params, positions, box, graph, cutoff, envelope_p, deformation)
 
     # embedding: m_ji from species of i (receiver), j (sender) and the radial basis
     emb = params["embedding"]

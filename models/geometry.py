@@ -24,8 +24,18 @@ def minimum_image(dr, box):
     return dr - box * jnp.round(dr / box)
 
 
-def neighbor_distances(positions, box, neighbors, r_cut):
-    """Masked minimum-image neighbour vectors and distances.
+def deform(dr, deformation):
+    """Displacements under an affine deformation F (dim, dim): dr -> F dr (identity when None).
+
+    The strain contract of difftre.observables.stress: an energy evaluated with a
+    deformation is the energy of the affinely strained configuration (fixed
+    fractional coordinates), so dU/dF gives the virial stress and the Born terms.
+    """
+    return dr if deformation is None else dr @ deformation.T
+
+
+def neighbor_distances(positions, box, neighbors, r_cut, deformation=None):
+    """Masked minimum-image neighbour vectors and distances (optionally deformed, see `deform`).
 
     Args:
       positions: (N, dim) positions (nm).
@@ -42,15 +52,15 @@ def neighbor_distances(positions, box, neighbors, r_cut):
     """
     n = positions.shape[0]
     real = neighbors < n
-    dr = minimum_image(positions[:, None, :] - positions[jnp.where(real, neighbors, 0)], box)
+    dr = deform(minimum_image(positions[:, None, :] - positions[jnp.where(real, neighbors, 0)], box), deformation)
     r = jnp.sqrt(jnp.where(real, jnp.sum(dr * dr, axis=-1), 1.0))
     mask = real & (r < r_cut)
     return dr, jnp.where(mask, r, 0.5 * r_cut), mask
 
 
-def pair_energy(pair_fn, positions, box, neighbors, r_cut):
+def pair_energy(pair_fn, positions, box, neighbors, r_cut, deformation=None):
     """sum_{i<j, r_ij < r_cut} pair_fn(r_ij) over a full dense neighbour list (kJ/mol)."""
-    _, r, mask = neighbor_distances(positions, box, neighbors, r_cut)
+    _, r, mask = neighbor_distances(positions, box, neighbors, r_cut, deformation)
     return 0.5 * jnp.sum(jnp.where(mask, pair_fn(r), 0.0))
 
 

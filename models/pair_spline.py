@@ -30,7 +30,7 @@ def init_pair_spline(key, grid, dtype, scale=0.01):
     return init_spline(key, grid, dtype, scale)
 
 
-def pair_spline_energy(params, positions, box, neighbors, grid):
+def pair_spline_energy(params, positions, box, neighbors, grid, deformation=None):
     """Total pair energy sum_{i<j, r_ij < r_cut} u(r_ij) (kJ/mol).
 
     Args:
@@ -43,7 +43,8 @@ def pair_spline_energy(params, positions, box, neighbors, grid):
     _check_grid(grid)
     dtype = params_dtype(params)
     positions, box = jnp.asarray(positions, dtype), jnp.asarray(box, dtype)
-    return pair_energy(lambda r: evaluate_spline(r, params, grid), positions, box, neighbors, grid.x_max)
+    return pair_energy(lambda r: evaluate_spline(r, params, grid), positions, box, neighbors, grid.x_max,
+                       deformation)
 
 
 def export_pair_table(params, grid):

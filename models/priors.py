@@ -43,9 +43,9 @@ def lennard_jones(sigma, epsilon, r_cut, *, shift=False, dtype):
         return 4.0 * epsilon * (s6 * s6 - s6)
     offset = lj(r_cut) if shift else 0.0
 
-    def energy_fn(positions, box, neighbors):
+    def energy_fn(positions, box, neighbors, deformation=None):
         positions, box = _cast(dtype, positions, box)
-        return pair_energy(lambda r: lj(r) - offset, positions, box, neighbors, r_cut)
+        return pair_energy(lambda r: lj(r) - offset, positions, box, neighbors, r_cut, deformation)
     return energy_fn
 
 
@@ -56,9 +56,10 @@ def soft_sphere(sigma, epsilon, r_cut, exponent=12, *, dtype):
     """
     dtype = check_dtype(dtype)
 
-    def energy_fn(positions, box, neighbors):
+    def energy_fn(positions, box, neighbors, deformation=None):
         positions, box = _cast(dtype, positions, box)
-        return pair_energy(lambda r: epsilon * (sigma / r) ** exponent, positions, box, neighbors, r_cut)
+        return pair_energy(lambda r: epsilon * (sigma / r) ** exponent, positions, box, neighbors, r_cut,
+                           deformation)
     return energy_fn
 
 
@@ -76,9 +77,9 @@ def stillinger_weber(sigma, epsilon, *, dtype, A=7.049556277, B=0.6022245584, p=
     dtype = check_dtype(dtype)
     r_cut = a * sigma
 
-    def energy_fn(positions, box, neighbors):
+    def energy_fn(positions, box, neighbors, deformation=None):
         positions, box = _cast(dtype, positions, box)
-        dr, r, mask = neighbor_distances(positions, box, neighbors, r_cut)
+        dr, r, mask = neighbor_distances(positions, box, neighbors, r_cut, deformation)
         s_r = sigma / r
         phi2 = A * epsilon * (B * s_r ** p - s_r ** q) * jnp.exp(sigma / (r - r_cut))
         g = jnp.where(mask, jnp.exp(gamma * sigma / (r - r_cut)), 0.0)          # (N, cap)

@@ -214,3 +214,38 @@ def test_reweighted_pressure_gradient_matches_finite_differences():
     h = 1e-6
     fd = [(loss(theta.at[i].add(h)) - loss(theta.at[i].add(-h))) / (2 * h) for i in range(2)]
     np.testing.assert_allclose(grad, fd, rtol=1e-6)
+
+
+def test_model_stress_equals_strained_configuration():
+    """The models' deformation argument is the strain contract: the stress of DimeNet++ + SW prior
+    equals a finite-difference derivative of the energy of explicitly strained positions and box."""
+    from difftre.models import dimenet, graph as graph_module, priors
+    from difftre.models.geometry import dense_neighbor_list
+    from difftre.observables.stress import stress_tensor
+    rng = np.random.default_rng(3)
+    a = 0.357
+    basis = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0],
+                      [.25, .25, .25], [.25, .75, .75], [.75, .25, .75], [.75, .75, .25]])
+    cells = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    positions = ((cells + basis[None]) * a).reshape(-1, 3) + rng.normal(0, 0.005, (64, 3))
+    box = np.full(3, 2 * a)
+    neighbors = jnp.asarray(dense_neighbor_list(positions, box, 0.3))
+    params = dimenet.init_dimenet(jax.random.PRNGKey(0), jnp.float64, embed_size=8, out_embed_size=8,
+                                  int_embed_size=4, basis_embed_size=4, n_interactions=1)
+    graph = graph_module.build_graph(neighbors, positions, box, 0.2)
+    prior = priors.stillinger_weber(0.14, 200.0, dtype=np.float64)
+
+    def energy(x, b, nb, deformation=None):
+        return (dimenet.dimenet_energy(params, x, b, graph, cutoff=0.2, deformation=deformation)
+                + prior(x, b, nb, deformation))
+
+    sigma = stress_tensor(energy, jnp.asarray(positions), jnp.asarray(box), neighbors, kT=0.0)
+    h = 1e-6
+    for axis in range(3):
+        energies = []
+        for sign in (1, -1):
+            scale = np.ones(3)
+            scale[axis] += sign * h
+            energies.append(float(energy(jnp.asarray(positions * scale), jnp.asarray(box * scale), neighbors)))
+        dU = (energies[0] - energies[1]) / (2 * h)
+        assert float(sigma[axis, axis]) == pytest.approx(dU / np.prod(box), rel=1e-6)

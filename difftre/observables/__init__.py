@@ -7,7 +7,7 @@ sum_i w_i O(S_i) with bounded memory. ``dynamics`` holds NumPy post-processing
 (diffusion, phonon DOS) that is not differentiated.
 """
 from difftre.observables.averages import weighted_average
-from difftre.observables.density import density_profile
+from difftre.observables.density import density_profile, density_profile_uniform
 from difftre.observables.dynamics import (
     mean_squared_displacement,
     nm2_per_ps_to_cm2_per_s,
@@ -29,7 +29,7 @@ from difftre.observables.structure import adf, bin_centers, load_adf_target, loa
 
 __all__ = [
     "adf", "bin_centers", "born_stiffness", "born_stress", "born_terms", "cubic_constants",
-    "dense_neighbor_list", "density_profile", "fluctuation_stiffness", "kinetic_tensor",
+    "dense_neighbor_list", "density_profile", "density_profile_uniform", "fluctuation_stiffness", "kinetic_tensor",
     "load_adf_target", "load_rdf_target", "mean_squared_displacement", "minimum_image",
     "neighbor_displacements", "nm2_per_ps_to_cm2_per_s", "phonon_dos", "pressure", "rdf",
     "self_diffusion", "strain_deformation", "stress_tensor", "tetrahedral_order",

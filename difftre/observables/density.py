@@ -1,4 +1,6 @@
 """Smoothed one-dimensional density profile (the double-well observable)."""
+import math
+
 import jax.numpy as jnp
 from jax.scipy.stats import norm
 
@@ -27,3 +29,32 @@ def density_profile(positions, box, grid, sigma=0.01, axis=0):
     check_orthorhombic(box)
     dx = minimum_image(grid[:, None] - positions[None, :, axis], box[axis])
     return jnp.mean(norm.pdf(dx, scale=sigma), axis=1)
+
+
+def density_profile_uniform(positions, length, n_points, sigma=0.01, axis=0, window=8.0):
+    """`density_profile` on the uniform grid x_g = g L / (n_points - 1), g = 0..n_points-1, summing
+    each particle's Gaussian only over grid points within `window` sigma (the rest is below
+    exp(-window^2 / 2) = 1e-14 relative for the default): the same values at a fraction of the cost.
+
+    Args:
+      positions: (N, dim); length: the box edge L along `axis` (a Python float: it fixes the
+        window size at trace time); n_points: grid points on [0, L] (both ends included).
+
+    Returns:
+      (n_points,) density in 1/length.
+    """
+    length = float(length)
+    spacing = length / (n_points - 1)
+    half = int(math.ceil(window * sigma / spacing))
+    x = positions[:, axis] - length * jnp.floor(positions[:, axis] / length)     # wrapped into [0, L)
+    nearest = jnp.round(x / spacing).astype(jnp.int32)
+    offsets = jnp.arange(-half, half + 1)
+    index = nearest[:, None] + offsets[None, :]                                  # (N, 2 half + 1), may leave [0, n)
+    dx = minimum_image(index * spacing - x[:, None], length)
+    values = norm.pdf(dx, scale=sigma)
+    # a grid index outside [0, n_points - 1] is a periodic image of one inside; the points 0 and L coincide
+    period = n_points - 1
+    wrapped = jnp.mod(index, period)
+    profile = jnp.zeros(n_points, values.dtype).at[wrapped.ravel()].add(values.ravel())
+    profile = profile.at[period].set(profile[0])
+    return profile / positions.shape[0]

@@ -18,7 +18,7 @@ from scipy import integrate
 from difftre import md
 from difftre.config import load_config, non_negative, positive
 from difftre.models.spline import SplineGrid, init_spline
-from difftre.observables.density import density_profile
+from difftre.observables.density import density_profile_uniform
 from difftre.potential import external_spline_with_harmonic_prior, learned_external_profile
 from difftre.trainer import SamplingConfig, Target, Trainer, train
 
@@ -68,8 +68,9 @@ def build(config):
     potential = external_spline_with_harmonic_prior(grid, model["prior_k"], model["prior_center"], dtype)
     density_grid = np.linspace(0.0, system["box_length"], config["target"]["grid_points"])
     sigma = config["target"]["smoothing"]
-    target = Target("density", lambda x, box, params: density_profile(x, box, jnp.asarray(density_grid), sigma),
-                    target_density(density_grid, sigma, system["kT"], system["box_length"]))
+    n_points, length = config["target"]["grid_points"], system["box_length"]
+    target = Target("density", lambda x, box, params: density_profile_uniform(x, length, n_points, sigma),
+                    target_density(density_grid, sigma, system["kT"], length))
     schedule = optax.exponential_decay(training["learning_rate"], training["decay_updates"], 0.01)
     optimizer = optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"])
     integrator = md.Langevin(dt=sampling["dt"], kT=system["kT"], friction=sampling["friction"])
@@ -87,8 +88,9 @@ def build(config):
     return trainer, params, positions, grid, potential, density_grid
 
 
-def run(out_dir, config_path=DEFAULT_CONFIG, resume=False, progress=True, overrides=None):
-    """Train; write metrics.jsonl, summary.json, params.npz and plots into out_dir. Returns the summary."""
+def run(out_dir, config_path=DEFAULT_CONFIG, resume=False, progress=True, overrides=None, write_trajectory=False):
+    """Train; write metrics.jsonl, summary.json, params.npz and plots into out_dir (and the last
+    reference trajectory as trajectory.extxyz if asked). Returns the summary."""
     config = load_config(config_path, SCHEMA)
     for dotted, value in (overrides or {}).items():
         section, field = dotted.split(".")
@@ -108,6 +110,12 @@ def run(out_dir, config_path=DEFAULT_CONFIG, resume=False, progress=True, overri
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     np.savez(out_dir / "params.npz", spline_values=np.asarray(state.params),
              control_points=np.linspace(grid.x_min, grid.x_max, grid.n))
+    if write_trajectory:
+        from difftre.io import write_trajectory as write
+        n = len(state.positions)
+        write(out_dir / "trajectory.extxyz", md.Trajectory(np.asarray(state.positions), np.empty((0,)),
+                                                           np.asarray(state.reference_energies), np.zeros(n),
+                                                           np.zeros((n, 1, 1)), trainer.box))
     return summary
 
 
