@@ -93,6 +93,20 @@ def twice_kinetic_energy(velocities, inv_masses):
     return total
 
 
+@kernel(inline="always")
+def _chain_link_half_kick(v, j, ke2, dof, kT, q_first, q_rest, delta):
+    """Advance thermostat velocity v[j] by delta/2 under its force, damped by v[j+1] (MTK splitting)."""
+    if j == 0:
+        g = (ke2 - dof * kT) / q_first
+    else:
+        g = ((q_first if j == 1 else q_rest) * v[j - 1] * v[j - 1] - kT) / q_rest
+    if j == v.shape[0] - 1:
+        v[j] += 0.5 * delta * g
+    else:
+        a = np.exp(-0.25 * delta * v[j + 1])
+        v[j] = v[j] * a * a + 0.5 * delta * g * a
+
+
 @kernel
 def nose_hoover_chain_scale(ke2, dt, params, thermostat):
     """Propagate the chain for dt/2 given ke2 = sum m v^2; return the particle-velocity scale factor."""
@@ -107,31 +121,13 @@ def nose_hoover_chain_scale(ke2, dt, params, thermostat):
     for w in _SY_WEIGHTS:
         delta = w * 0.5 * dt / params[3]
         for _ in range(n_sub):
-            # top of the chain down, delta/2
-            for j in range(m - 1, -1, -1):
-                if j == 0:
-                    g = (ke2 * scale * scale - dof * kT) / q_first
-                else:
-                    g = ((q_first if j == 1 else q_rest) * v[j - 1] * v[j - 1] - kT) / q_rest
-                if j == m - 1:
-                    v[j] += 0.5 * delta * g
-                else:
-                    a = np.exp(-0.25 * delta * v[j + 1])
-                    v[j] = v[j] * a * a + 0.5 * delta * g * a
+            for j in range(m - 1, -1, -1):          # top of the chain down
+                _chain_link_half_kick(v, j, ke2 * scale * scale, dof, kT, q_first, q_rest, delta)
             scale *= np.exp(-delta * v[0])
             for j in range(m):
                 xi[j] += delta * v[j]
-            # bottom of the chain up, delta/2
-            for j in range(m):
-                if j == 0:
-                    g = (ke2 * scale * scale - dof * kT) / q_first
-                else:
-                    g = ((q_first if j == 1 else q_rest) * v[j - 1] * v[j - 1] - kT) / q_rest
-                if j == m - 1:
-                    v[j] += 0.5 * delta * g
-                else:
-                    a = np.exp(-0.25 * delta * v[j + 1])
-                    v[j] = v[j] * a * a + 0.5 * delta * g * a
+            for j in range(m):                      # bottom of the chain up
+                _chain_link_half_kick(v, j, ke2 * scale * scale, dof, kT, q_first, q_rest, delta)
     return scale
 
 
