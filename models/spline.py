@@ -27,15 +27,25 @@ from .precision import check_dtype, params_dtype
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class SplineGrid:
-    """Evenly spaced knots on [x_min, x_max] (static: safe to pass through jax.jit)."""
+    """Evenly spaced knots on [x_min, x_max] (static: safe to pass through jax.jit).
+
+    basis "natural": the natural cubic spline interpolating the knot values (C2, but
+    every value moves the whole curve). basis "bspline": the uniform cubic B-spline with
+    the knot values as control points (C2 and local: a value moves only the four
+    intervals around its knot, so values no particle ever visits get exactly zero
+    gradient); linear ghost points make it interpolate the end values with zero curvature.
+    """
     x_min: float = 0.0
     x_max: float = 1.0
     n: int = 50
     zero_end: bool = False
+    basis: str = "natural"
 
     def __post_init__(self):
         if self.n < 3 or not self.x_max > self.x_min:
             raise ValueError(f"need n >= 3 knots and x_max > x_min, got {self}")
+        if self.basis not in ("natural", "bspline") or (self.basis == "bspline" and self.zero_end):
+            raise ValueError(f"basis must be 'natural' or 'bspline' (bspline without zero_end), got {self}")
 
     @property
     def h(self):
@@ -51,6 +61,8 @@ class SplineGrid:
 @functools.lru_cache(maxsize=None)
 def _coefficient_matrix(grid):
     """Read-only float64 array (n - 1, 4, n_params) mapping knot values to coefficients."""
+    if grid.basis == "bspline":
+        return _bspline_coefficient_matrix(grid)
     n, h = grid.n, grid.h
     # Second derivatives M solve A M = B y (interior rows: continuity of u').
     a, b = np.zeros((n, n)), np.zeros((n, n))
@@ -70,6 +82,23 @@ def _coefficient_matrix(grid):
                   m[:-1] / 2.0,
                   (m[1:] - m[:-1]) / (6.0 * h)], axis=1)
     c = np.ascontiguousarray(c[:, :, :grid.n_params])  # zero_end: the last value is 0
+    c.setflags(write=False)
+    return c
+
+
+def _bspline_coefficient_matrix(grid):
+    """Uniform cubic B-spline: interval k uses control points k-1..k+2 (ghosts 2 c_0 - c_1 and
+    2 c_{n-1} - c_{n-2}); in t = u / h its cubic is [(1-t)^3, 3t^3-6t^2+4, -3t^3+3t^2+3t+1, t^3] / 6."""
+    n, h = grid.n, grid.h
+    extended = np.zeros((n + 2, n))
+    extended[1:-1] = np.eye(n)
+    extended[0, :2] = 2.0, -1.0
+    extended[-1, -2:] = -1.0, 2.0
+    powers = np.array([[1.0, 4.0, 1.0, 0.0],       # t^0 .. t^3 weights of P_{k-1}, P_k, P_{k+1}, P_{k+2}
+                       [-3.0, 0.0, 3.0, 0.0],
+                       [3.0, -6.0, 3.0, 0.0],
+                       [-1.0, 3.0, -3.0, 1.0]]) / 6.0 / (h ** np.arange(4))[:, None]
+    c = np.stack([powers @ extended[k:k + 4] for k in range(n - 1)])
     c.setflags(write=False)
     return c
 

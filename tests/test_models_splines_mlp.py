@@ -221,3 +221,29 @@ def test_pair_spline_float32_and_jit():
     e = jax.jit(pair_spline_energy)(t32, pos, box, nbrs, PGRID)
     assert e.dtype == np.float32
     np.testing.assert_allclose(e, pair_spline_energy(t32.astype(np.float64), pos, box, nbrs, PGRID), rtol=1e-4)
+
+
+def test_bspline_basis_is_c2_local_and_exported():
+    """The B-spline basis: C2 at the knots, end values interpolated, a value moves only the four
+    intervals around its knot, and the exported table evaluates to the same curve."""
+    from difftre.models.spline import SplineGrid, evaluate_spline, export_spline_table
+    grid = SplineGrid(0.0, 1.0, 20, basis="bspline")
+    theta = jnp.asarray(np.random.default_rng(0).normal(size=20))
+    knots = np.linspace(0, 1, 20)[1:-1]
+    u = lambda x: evaluate_spline(x, theta, grid)
+    for order in range(3):
+        f = u
+        for _ in range(order):
+            f = jax.grad(f)
+        f = jax.vmap(f)
+        np.testing.assert_allclose(f(jnp.asarray(knots - 1e-9)), f(jnp.asarray(knots + 1e-9)), atol=1e-5 * 10 ** order)
+    np.testing.assert_allclose([u(0.0), u(1.0)], [theta[0], theta[-1]], atol=1e-12)
+    gradient = jax.grad(lambda t: evaluate_spline(jnp.asarray(0.52), t, grid))(theta)
+    assert set(np.flatnonzero(np.asarray(gradient))) == {8, 9, 10, 11}
+    x0, h, coefficients = export_spline_table(theta, grid)
+    x = np.linspace(0, 1, 57)
+    k = np.minimum((x / h).astype(int), 18)
+    t = x - k * h
+    c = coefficients[k]
+    np.testing.assert_allclose(c[:, 0] + t * (c[:, 1] + t * (c[:, 2] + t * c[:, 3])), jax.vmap(u)(jnp.asarray(x)),
+                               atol=1e-12)

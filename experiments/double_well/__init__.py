@@ -27,7 +27,8 @@ SCHEMA = {
     "system": {"n_particles": (int, positive), "box_length": (float, positive), "mass": (float, positive),
                "kT": (float, positive), "seed": (int, non_negative)},
     "target": {"grid_points": (int, lambda n: n >= 2), "smoothing": (float, positive)},
-    "model": {"control_points": (int, lambda n: n >= 4), "init_scale": (float, non_negative),
+    "model": {"control_points": (int, lambda n: n >= 4), "basis": (str, {"natural", "bspline"}),
+              "init_scale": (float, non_negative),
               "prior_k": (float, positive), "prior_center": (float, None)},
     "sampling": {"integrator": (str, {"langevin"}), "dt": (float, positive), "friction": (float, positive),
                  "n_equilibration": (int, non_negative), "n_frames": (int, positive), "stride": (int, positive),
@@ -64,7 +65,7 @@ def build(config):
     dtype = np.float64 if sampling["dtype"] == "float64" else np.float32
     if dtype is np.float64:
         jax.config.update("jax_enable_x64", True)
-    grid = SplineGrid(0.0, system["box_length"], model["control_points"])
+    grid = SplineGrid(0.0, system["box_length"], model["control_points"], basis=model["basis"])
     potential = external_spline_with_harmonic_prior(grid, model["prior_k"], model["prior_center"], dtype)
     density_grid = np.linspace(0.0, system["box_length"], config["target"]["grid_points"])
     sigma = config["target"]["smoothing"]
