@@ -76,15 +76,16 @@ class BlowUpError(RuntimeError):
 
 
 class Trainer:
-    """DiffTRe trainer for potentials whose MD runs in the Numba kernels (``potential.force_field``)."""
+    """DiffTRe trainer: samples with ``potential.force_field(params)`` in the Numba sampler (exported
+    spline tables, or JAX forces through ``difftre.bridge``), reweights with ``potential.energy``."""
 
     def __init__(self, potential, targets, optimizer, sampling, box, masses, kT, chunk_size=None,
                  resample_threshold=0.9, max_blow_up_retries=4):
         if not 0 < resample_threshold <= 1:
             raise ValueError(f"resample_threshold must be in (0, 1], got {resample_threshold}")
         if potential.force_field is None:
-            raise NotImplementedError("this trainer samples with Numba force fields; "
-                                      "neural-network potentials need the JAX force bridge")
+            raise ValueError("the potential has no force_field for the sampler: give spline-type models their "
+                             "exported Numba terms, neural networks difftre.bridge.jax_force_term")
         self.potential = potential
         self.targets = tuple(targets)
         self.optimizer = optimizer
