@@ -125,7 +125,7 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     (("n_particles = 2000", "# n_particles removed"), "missing field system.n_particles"),
-    (("friction = 0.1", "fricton = 0.1"), "unknown field sampling.fricton"),
+    (("friction = 2.0", "fricton = 2.0"), "unknown field sampling.fricton"),
     (("dt = 1e-3", "dt = -1e-3"), "sampling.dt = -0.001 must be positive"),
     (("dt = 1e-3", 'dt = "1 fs"'), "sampling.dt must be float"),
     (('integrator = "langevin"', 'integrator = "nose-hoover"'), "sampling.integrator"),
