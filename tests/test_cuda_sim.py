@@ -9,7 +9,7 @@ two tests that run subprocesses:
   with NUMBA_ENABLE_CUDASIM=1, where the simulator tests below run;
 - ``test_cuda_kernels_compile_for_the_gpu``: the kernels compiled to PTX for
   a real GPU (sm_90) by NVVM, which needs no GPU; float32 physics kernels are
-  checked to contain no float64 instruction. Skipped without NVVM.
+  checked to contain no float64 instruction. Skipped without NVVM or NVRTC.
 
 Systems are tiny (the simulator runs Python per thread). With
 DIFFTRE_CUDA_DEVICE_TESTS=1 on a machine with a GPU (bench/gpu_checks.py does
@@ -87,9 +87,11 @@ if not RUN_ENGINE_TESTS:
         import sys, types
         try:
             from numba.cuda.cudadrv.nvvm import NVVM
+            from numba.cuda.cudadrv import nvrtc
             NVVM()
+            nvrtc.get_supported_ccs()      # the sm_90 code generation also needs NVRTC
         except Exception as exc:
-            print("NO-NVVM", exc)
+            print("NO-NVVM/NVRTC", exc)
             sys.exit(77)
         import numba.cuda.dispatcher as dispatcher
         # compile for an H100/H200 (sm_90) without a device: device functions ask the current device's cc
@@ -149,7 +151,7 @@ if not RUN_ENGINE_TESTS:
         """NVVM compiles the kernels for sm_90; float32 physics compiles without float64 instructions."""
         code, output = _finish(children["ptx"], 600)
         if code == 77:
-            pytest.skip("NVVM (libnvvm, e.g. pip install 'cuda-toolkit[nvvm,nvrtc]==13.*') is not available: "
+            pytest.skip("NVVM/NVRTC (e.g. pip install 'cuda-toolkit[nvvm,nvrtc]==13.*') is not available: "
                         + output.strip().splitlines()[-1])
         print(output[-3000:])
         assert code == 0 and "PTX-OK" in output, output[-6000:]

@@ -24,7 +24,7 @@ def test_density_profile_normalised_periodic_and_explicit():
     x = rng.uniform(0, 1, (300, 1))
     rho = density_profile(jnp.asarray(x), jnp.ones(1), GRID)
     assert jnp.sum(rho[:-1]) * 0.01 == pytest.approx(1.0, abs=1e-6)  # periodic: 0 and 1 coincide
-    assert rho[0] == pytest.approx(rho[-1], rel=1e-12)
+    assert float(rho[0]) == pytest.approx(float(rho[-1]), rel=1e-12)
     explicit = sum(np.exp(-(GRID[:, None] - x[:, 0] - image) ** 2 / (2 * 0.01**2)) for image in (-1, 0, 1))
     np.testing.assert_allclose(rho, explicit.mean(axis=1) / np.sqrt(2 * np.pi * 0.01**2), rtol=1e-10)
     unwrapped = density_profile(jnp.asarray(x + rng.integers(-3, 4, x.shape)), jnp.ones(1), GRID)

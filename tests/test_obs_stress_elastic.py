@@ -108,12 +108,12 @@ def test_ideal_gas_kinetic_and_equipartition_terms():
     positions = jnp.asarray(rng.uniform(0, 2, (n, 3)))
     zero_energy = lambda *args: 0.0 * jnp.sum(args[0])  # noqa: E731
     volume = 24.0
-    assert pressure(zero_energy, positions, box, kT=KT) == pytest.approx(n * KT / volume, rel=1e-14)
+    assert float(pressure(zero_energy, positions, box, kT=KT)) == pytest.approx(float(n * KT / volume), rel=1e-14)
     velocities = jnp.asarray(rng.normal(scale=np.sqrt(KT / mass), size=(n, 3)))
     sigma = stress_tensor(zero_energy, positions, box, velocities=velocities, masses=mass)
     np.testing.assert_allclose(sigma, -mass * velocities.T @ velocities / volume, rtol=1e-14)
     p = pressure(zero_energy, positions, box, velocities=velocities, masses=jnp.full(n, mass))
-    assert p == pytest.approx(mass * jnp.sum(velocities**2) / (3 * volume), rel=1e-14)
+    assert float(p) == pytest.approx(float(mass * jnp.sum(velocities**2) / (3 * volume)), rel=1e-14)
     with pytest.raises(ValueError):
         stress_tensor(zero_energy, positions, box)
 
