@@ -27,7 +27,7 @@ def density_profile(positions, box, grid, sigma=0.01, axis=0):
       (G,) density in 1/length.
     """
     check_orthorhombic(box)
-    dx = minimum_image(grid[:, None] - positions[None, :, axis], box[axis])
+    dx = minimum_image(grid[:, None] - positions[None, :, axis], box[axis:axis + 1])
     return jnp.mean(norm.pdf(dx, scale=sigma), axis=1)
 
 
@@ -50,7 +50,7 @@ def density_profile_uniform(positions, length, n_points, sigma=0.01, axis=0, win
     nearest = jnp.round(x / spacing).astype(jnp.int32)
     offsets = jnp.arange(-half, half + 1)
     index = nearest[:, None] + offsets[None, :]                                  # (N, 2 half + 1), may leave [0, n)
-    dx = minimum_image(index * spacing - x[:, None], length)
+    dx = minimum_image(index * spacing - x[:, None], jnp.asarray([length], x.dtype))
     values = norm.pdf(dx, scale=sigma)
     # a grid index outside [0, n_points - 1] is a periodic image of one inside; the points 0 and L coincide
     period = n_points - 1
