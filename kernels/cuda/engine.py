@@ -433,24 +433,11 @@ def second_half_langevin(t, T, n, pos, vel, frc, invm, thermo, seed, step, ipara
         baoab_second_half(pos[a:b], vel[a:b], frc[a:b], invm[a:b], dt, iparams, thermo, seed, step)
 
 
-def chain_scale(ke2, dt, iparams, thermo):
-    """The CPU chain half step, fed the system's 2 KE through one unit-velocity particle; returns the scale."""
-    v = cuda.local.array((1, 1), DTYPE)
-    im = cuda.local.array(1, DTYPE)
-    v[0, 0] = 1.0
-    if ke2 > 0.0:
-        im[0] = 1.0 / ke2
-    else:
-        im[0] = INF
-    nose_hoover_chain_half_step(v, im, dt, iparams, thermo)
-    return v[0, 0]
-
-
 def nose_hoover_scale(t, T, n, vel, invm, thermo, iparams, dt, sh, partials, scalars):
     sh[cuda.threadIdx.x, 0] = own_twice_kinetic(t, T, n, vel, invm)
     group_reduce(sh, 1, partials)
     if t == 0:
-        scalars[SC_SCALE] = chain_scale(group_total(partials, 0), dt, iparams, thermo)
+        scalars[SC_SCALE] = nose_hoover_chain_scale(group_total(partials, 0), dt, iparams, thermo)
     group_sync()
     return scalars[SC_SCALE]
 
@@ -638,7 +625,7 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
 
 
 TEMPLATES = (group_reduce, group_total, add_outer, pair_sum_on, sw_on, own_forces, own_twice_kinetic, cell_of,
-             build_list, normal4_in_precision, chain_scale, nose_hoover_scale)
+             build_list, normal4_in_precision, nose_hoover_scale)
 MODE_TEMPLATES = {
     "replicas": dict(group_index=group_index_replicas, group_rank=group_rank_replicas,
                      group_size=group_size_replicas, group_block=group_block_replicas,
@@ -734,7 +721,7 @@ class Engine:
                   verlet_first_half=port(integrators.verlet_first_half),
                   verlet_second_half=port(integrators.verlet_second_half),
                   baoab_second_half=port(integrators.baoab_second_half),
-                  nose_hoover_chain_half_step=port(integrators.nose_hoover_chain_half_step),
+                  nose_hoover_chain_scale=port(integrators.nose_hoover_chain_scale),
                   sw_two_body=port(cuda_manybody.sw_two_body), sw_bond_factor=port(cuda_manybody.sw_bond_factor),
                   sw_three_body=port(cuda_manybody.sw_three_body))
         for s, fn in enumerate(pair_functions):
