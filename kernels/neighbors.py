@@ -201,7 +201,6 @@ def _fill_from_cells(positions, box, list_cutoff, half_list, nbr_idx, nbr_count,
     buffer = np.empty(n, np.int32)   # a particle's candidates; each j appears at most once
     no_exclusion = np.uint64(n)      # (no sorted index equals n)
     largest = 0
-    zero = lx - lx
     for cx in range(nx):
         for cy in range(ny):
             for cz in range(nz):
@@ -212,23 +211,9 @@ def _fill_from_cells(positions, box, list_cutoff, half_list, nbr_idx, nbr_count,
                     # half list: the forward half of the stencil, (ox, oy, oz) > 0 lexicographically,
                     # and the particles after si in its own cell; full list: the whole stencil
                     for ox in range(0 if half_list else -rx, rx + 1):
-                        tx = cx + ox
-                        px = xi + zero
-                        if tx < 0:
-                            tx += nx
-                            px = xi + lx
-                        elif tx >= nx:
-                            tx -= nx
-                            px = xi - lx
+                        tx, px = _periodic_cell(cx + ox, nx, xi, lx)
                         for oy in range(0 if half_list and ox == 0 else -ry, ry + 1):
-                            ty = cy + oy
-                            py = yi + zero
-                            if ty < 0:
-                                ty += ny
-                                py = yi + ly
-                            elif ty >= ny:
-                                ty -= ny
-                                py = yi - ly
+                            ty, py = _periodic_cell(cy + oy, ny, yi, ly)
                             row = (tx * ny + ty) * nz
                             if half_list and ox == 0 and oy == 0:
                                 count = _scan_row(row, cz, cz + rz, si + 1, nz, lz, px, py, zi, xs, ys, zs,
@@ -244,6 +229,16 @@ def _fill_from_cells(positions, box, list_cutoff, half_list, nbr_idx, nbr_count,
                     nbr_count[i] = kept
                     largest = max(largest, count)
     return largest
+
+
+@kernel(inline="always")
+def _periodic_cell(t, n_cells, x, length):
+    """Cell index t folded into [0, n_cells) and the coordinate x shifted by the same period."""
+    if t < 0:
+        return t + n_cells, x + length
+    if t >= n_cells:
+        return t - n_cells, x - length
+    return t, x + (length - length)
 
 
 @kernel
