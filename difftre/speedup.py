@@ -7,23 +7,23 @@ the time of one gradient by each method, the time of one whole update (DiffTRe:
 sampling with the Numba sampler driven by JAX forces through the bridge, plus
 reweighting and gradient; direct AD: its forward simulation and backward pass),
 the memory of the compiled gradient programs, and gradient norms against the
-trajectory length.
+trajectory length, both at the initial MLP and at an MLP fitted to U_DW - prior
+(where the model reproduces the double well, as during and after training).
 """
-import copy
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from difftre import bridge, direct_ad, md
-from difftre.experiments.double_well import target_density
+from difftre.experiments.double_well import double_well_energy, target_density
 from difftre.models import mlp, priors
 from difftre.observables.density import density_profile_uniform
 from difftre.reweighting import reweighting_weights
 
 STEPS_PER_STATE = 100
+PRIOR_K, PRIOR_CENTER = 150.0, 0.5   # the double-well prior 75 (x - 0.5)^2 (kT)
 
 
 def _median_time(function, repeats):
@@ -33,6 +33,11 @@ def _median_time(function, repeats):
         jax.block_until_ready(function())
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def _norm(tree):
+    """Euclidean norm of all leaves of a pytree (a float)."""
+    return float(jnp.sqrt(sum(jnp.vdot(leaf, leaf) for leaf in jax.tree.leaves(tree))))
 
 
 def _available_bytes():
@@ -49,7 +54,7 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
     kT, dt, friction, mass, box = 1.0, 1e-3, 0.1, 1.0, np.array([1.0])
     grid = np.linspace(0.0, 1.0, 101)
     target = jnp.asarray(target_density(grid, 0.01))
-    prior = priors.harmonic_external(150.0, [0.5], dtype=dtype)
+    prior = priors.harmonic_external(PRIOR_K, [PRIOR_CENTER], dtype=dtype)
 
     def energy(params, positions, box):
         return mlp.mlp_external_energy(params, positions, box) + prior(positions, box)
@@ -59,12 +64,13 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
 
     params = mlp.init_mlp(jax.random.PRNGKey(seed), [1, 100, 100, 1], dtype)
     rng = np.random.default_rng(seed)
-    positions0 = (0.5 + np.sqrt(kT / 150.0) * rng.standard_normal((n_particles, 1))) % 1.0
+    positions0 = (PRIOR_CENTER + np.sqrt(kT / PRIOR_K) * rng.standard_normal((n_particles, 1))) % 1.0
     velocities0 = np.sqrt(kT / mass) * rng.standard_normal((n_particles, 1))
 
     # --- DiffTRe: Numba sampler with JAX forces (bridge), then reweighting gradient
-    def sample(n_retained):
-        ff = md.ForceField([bridge.jax_force_term(mlp.mlp_external_energy, params), md.harmonic(150.0, [0.5])])
+    def sample(params, n_retained):
+        ff = md.ForceField([bridge.jax_force_term(mlp.mlp_external_energy, params),
+                            md.harmonic(PRIOR_K, [PRIOR_CENTER])])
         sampler = md.Sampler(ff, md.Langevin(dt=dt, kT=kT, friction=friction), dtype=dtype)
         state = sampler.init_state(positions0, box, mass, seed=seed, velocities=velocities0)
         trajectory, _ = sampler.run(state, n_equilibration_states * STEPS_PER_STATE, n_retained, STEPS_PER_STATE)
@@ -79,13 +85,13 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
         return jnp.mean((prediction - target) ** 2)
 
     difftre_grad = jax.jit(jax.grad(difftre_loss))
-    states = sample(n_states)
+    states = sample(params, n_states)
     reference = energies(params, states)
     jax.block_until_ready(difftre_grad(params, states, reference))
     t_difftre_grad = _median_time(lambda: difftre_grad(params, states, reference), max(repeats, 5))
 
     def difftre_update():
-        s = sample(n_states)
+        s = sample(params, n_states)
         return difftre_grad(params, s, energies(params, s))
 
     t_difftre_update = _median_time(difftre_update, repeats)
@@ -94,34 +100,43 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
     # --- direct AD through the JAX simulation
     key = jax.random.PRNGKey(seed + 1)
 
-    def direct_grad_fn(n_retained):
+    def direct_grad_fn(params, n_retained):
         loss = lambda p: direct_ad.direct_ad_loss(energy, observable, target, p, jnp.asarray(positions0),
                                                   jnp.asarray(velocities0), box_jax, key, dt, kT, friction, mass,
                                                   n_equilibration_states, n_retained, STEPS_PER_STATE)
         return jax.jit(jax.grad(loss)).lower(params).compile()
 
-    direct = direct_grad_fn(n_states)
+    direct = direct_grad_fn(params, n_states)
     t_direct_grad = _median_time(lambda: direct(params), repeats)
     progress(f"direct AD: gradient (= whole update) {t_direct_grad:.3f} s")
     difftre_compiled = jax.jit(jax.grad(difftre_loss)).lower(params, states, reference).compile()
 
     # --- gradient norms against the trajectory length
-    norms = []
-    for length in lengths:
-        s = sample(length)
-        row = {"retained_states": length,
-               "difftre_grad_norm": float(optax.global_norm(difftre_grad(params, s, energies(params, s))))}
-        compiled = direct_grad_fn(length)
-        need = compiled.memory_analysis().temp_size_in_bytes
-        if need > 0.8 * _available_bytes():
-            row["direct_ad"] = (f"failed: needs {need / 2**30:.1f} GiB of temporary memory, "
-                                f"{_available_bytes() / 2**30:.1f} GiB available")
-        else:
-            row["direct_ad_grad_norm"] = float(optax.global_norm(compiled(params)))
-        progress(str(row))
-        norms.append(row)
-        if "direct_ad" in row:
-            break
+    def gradient_norms(params, label):
+        rows = []
+        for length in lengths:
+            s = sample(params, length)
+            row = {"retained_states": length,
+                   "difftre_grad_norm": _norm(difftre_grad(params, s, energies(params, s)))}
+            compiled = direct_grad_fn(params, length)
+            need = compiled.memory_analysis().temp_size_in_bytes
+            if need > 0.8 * _available_bytes():
+                row["direct_ad"] = (f"failed: needs {need / 2**30:.1f} GiB of temporary memory, "
+                                    f"{_available_bytes() / 2**30:.1f} GiB available")
+            else:
+                row["direct_ad_grad_norm"] = _norm(compiled(params))
+            progress(f"{label}: {row}")
+            rows.append(row)
+            if "direct_ad" in row:
+                break
+        return rows
+
+    norms = gradient_norms(params, "initial MLP")
+    x_fit = jnp.linspace(0.0, 1.0, 401, dtype=dtype)[:, None]
+    wanted = double_well_energy(x_fit) - 0.5 * PRIOR_K * (x_fit - PRIOR_CENTER) ** 2
+    fitted, fit_rms = mlp.fit_mlp(params, x_fit, wanted)
+    progress(f"MLP fitted to U_DW - prior: rms residual {fit_rms:.3g} kT")
+    norms_fitted = gradient_norms(fitted, "fitted MLP")
     n_eq, n = n_equilibration_states, n_states
     return {
         "benchmark": "grad", "system": f"double well, MLP 1-100-100-1 + harmonic prior, {n_particles} particles",
@@ -137,4 +152,5 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
                        "note": "grad speed-up ~ r (1 + N_eq/N) with r steps per retained state; "
                                "update speed-up ~ 1 + c with c the backward/forward cost ratio"},
         "gradient_norms": norms,
+        "gradient_norms_fitted": norms_fitted, "fitted_rms_residual_kT": fit_rms,
     }

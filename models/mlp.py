@@ -40,3 +40,24 @@ def mlp_external_energy(params, positions, box):
     if params[0]["w"].shape[0] != positions.shape[1] or params[-1]["w"].shape[1] != 1:
         raise ValueError(f"need an MLP with {positions.shape[1]} inputs and 1 output")
     return jnp.sum(mlp_apply(params, wrap(positions, box)))
+
+
+def fit_mlp(params, inputs, targets, steps=20000, learning_rate=1e-3):
+    """params moved by Adam to minimise mean (MLP(inputs) - targets)^2; inputs (n, n_in), targets (n, n_out).
+
+    For starting a model from a known function (e.g. the double well, to measure gradients where
+    the model reproduces it). Returns (params, root-mean-square residual).
+    """
+    import optax
+
+    optimizer = optax.adam(learning_rate)
+    loss = lambda p: jnp.mean((mlp_apply(p, inputs) - targets) ** 2)
+
+    def step(carry, _):
+        p, opt_state = carry
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, opt_state = optimizer.update(grads, opt_state)
+        return (optax.apply_updates(p, updates), opt_state), value
+
+    (params, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)), None, length=steps))(params)
+    return params, float(jnp.sqrt(loss(params)))
