@@ -113,6 +113,16 @@ def init_spline(key, grid, dtype, scale=0.01):
     return scale * jax.random.normal(key, (grid.n_params,), check_dtype(dtype))
 
 
+def roughness(theta):
+    """sum_k (theta[k+1] - 2 theta[k] + theta[k-1])^2 (energy^2): the P-spline penalty of a uniform
+    spline's parameters (Eilers & Marx, Stat. Sci. 11, 89 (1996)).
+
+    Its gradient is the fourth difference of theta, about h^4 d4U/dx4 for a smooth U: it barely
+    biases a well-sampled spline, but ties knots that few states reach to their neighbours.
+    """
+    return jnp.sum((theta[2:] - 2.0 * theta[1:-1] + theta[:-2]) ** 2)
+
+
 def spline_coefficients(theta, grid):
     """Per-interval coefficients (n - 1, 4) (SplineTable convention), differentiable in theta."""
     _check_theta(theta, grid)

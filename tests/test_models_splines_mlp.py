@@ -247,3 +247,33 @@ def test_bspline_basis_is_c2_local_and_exported():
     c = coefficients[k]
     np.testing.assert_allclose(c[:, 0] + t * (c[:, 1] + t * (c[:, 2] + t * c[:, 3])), jax.vmap(u)(jnp.asarray(x)),
                                atol=1e-12)
+
+
+def test_roughness_is_the_p_spline_penalty_and_its_gradient_the_fourth_difference():
+    from difftre.models.spline import roughness
+    theta = jnp.asarray(np.random.default_rng(5).standard_normal(12))
+    second = np.diff(np.asarray(theta), 2)
+    assert float(roughness(theta)) == pytest.approx(float(np.sum(second ** 2)), rel=1e-12)
+    assert float(roughness(3.0 - 0.7 * jnp.arange(12.0))) == pytest.approx(0.0, abs=1e-20)   # lines are free
+    # d/dtheta_k sum (D2 theta)^2 = 2 (D2^T D2 theta)_k: the fourth difference away from the ends
+    gradient = np.asarray(jax.grad(roughness)(theta))
+    np.testing.assert_allclose(gradient[2:-2], 2 * np.diff(np.asarray(theta), 4), rtol=1e-12, atol=1e-12)
+
+
+def test_add_penalty_gradient_adds_the_weighted_gradient_and_checks_input():
+    import optax
+    from difftre.models.spline import roughness
+    from difftre.optim import add_penalty_gradient
+    theta = jnp.asarray(np.random.default_rng(6).standard_normal(10))
+    grads = jnp.asarray(np.random.default_rng(7).standard_normal(10))
+    transform = add_penalty_gradient(roughness, 0.3)
+    updates, _ = transform.update(grads, transform.init(theta), theta)
+    np.testing.assert_allclose(updates, grads + 0.3 * jax.grad(roughness)(theta), rtol=1e-14)
+    # chained before Adam, weight 0 is plain Adam
+    plain, chained = optax.adam(0.1), optax.chain(add_penalty_gradient(roughness, 0.0), optax.adam(0.1))
+    np.testing.assert_array_equal(plain.update(grads, plain.init(theta), theta)[0],
+                                  chained.update(grads, chained.init(theta), theta)[0])
+    with pytest.raises(ValueError, match="needs params"):
+        transform.update(grads, transform.init(theta))
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        add_penalty_gradient(roughness, -1.0)

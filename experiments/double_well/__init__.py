@@ -17,7 +17,8 @@ from scipy import integrate
 
 from difftre import md
 from difftre.config import load_config, non_negative, positive
-from difftre.models.spline import SplineGrid, init_spline
+from difftre.models.spline import SplineGrid, init_spline, roughness
+from difftre.optim import add_penalty_gradient
 from difftre.observables.density import density_profile_uniform
 from difftre.potential import external_spline_with_harmonic_prior, learned_external_profile
 from difftre.trainer import SamplingConfig, Target, Trainer, train
@@ -35,7 +36,8 @@ SCHEMA = {
                  "dtype": (str, {"float32", "float64"})},
     "training": {"n_updates": (int, non_negative), "learning_rate": (float, positive),
                  "decay_updates": (int, positive), "adam_b1": (float, lambda b: 0 <= b < 1),
-                 "adam_b2": (float, lambda b: 0 <= b < 1), "resample_threshold": (float, lambda t: 0 < t <= 1),
+                 "adam_b2": (float, lambda b: 0 <= b < 1), "smoothness": (float, non_negative),
+                 "resample_threshold": (float, lambda t: 0 < t <= 1),
                  "chunk_size": (int, positive)},
 }
 
@@ -73,7 +75,8 @@ def build(config):
     target = Target("density", lambda x, box, params: density_profile_uniform(x, length, n_points, sigma),
                     target_density(density_grid, sigma, system["kT"], length))
     schedule = optax.exponential_decay(training["learning_rate"], training["decay_updates"], 0.01)
-    optimizer = optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"])
+    optimizer = optax.chain(add_penalty_gradient(roughness, training["smoothness"]),
+                            optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"]))
     integrator = md.Langevin(dt=sampling["dt"], kT=system["kT"], friction=sampling["friction"])
     trainer = Trainer(potential, [target], optimizer,
                       SamplingConfig(integrator, sampling["n_equilibration"], sampling["n_frames"],
