@@ -8,7 +8,8 @@
    (DIFFTRE_CUDA_DEVICE_TESTS=1) instead of the simulator: forces/energies/virials
    of every kernel against the CPU kernels, neighbour lists against brute force
    with forced overflow, Verlet/Langevin/Nose-Hoover trajectories against the CPU
-   sampler, replica independence, the cooperative-grid path (4 blocks), blow-ups.
+   sampler, replica independence, the cooperative-grid path (4 blocks), blow-ups;
+   and tests/test_bridge_gpu.py: zero-copy numba-cuda / CuPy <-> JAX on the device.
 2. ``agreement``: large systems through the multi-block cooperative-grid path
    against the CPU sampler (float64, velocity Verlet, 20 steps): LJ N = 64 000, SW N = 1000.
 3. ``throughput``: velocity Verlet (NVE) after a GPU Langevin equilibration:
@@ -45,7 +46,8 @@ def run_device_tests():
     env = dict(os.environ, DIFFTRE_CUDA_DEVICE_TESTS="1", NUMBA_ENABLE_CUDASIM="0")
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             os.path.join(REPO, "tests", "test_cuda_sim.py")],
+                             os.path.join(REPO, "tests", "test_cuda_sim.py"),
+                             os.path.join(REPO, "tests", "test_bridge_gpu.py")],
                             cwd=REPO, env=env, capture_output=True, text=True)
     lines = (result.stdout + result.stderr).strip().splitlines()
     failures = [line for line in lines if line.startswith("FAILED") or line.startswith("ERROR")]

@@ -10,6 +10,12 @@ checked property rather than a hope.
 drive the compiled sampler: its Numba system term calls back into Python
 (`numba.objmode`) once per step, hands the position buffer to a jitted JAX
 force function and adds the JAX output buffer into the force array.
+
+On the GPU, `device_as_jax` / `device_as_numba` pass numba-cuda or CuPy device
+arrays to JAX and back through DLPack / the CUDA array interface, with the same
+pointer checks. They are written but have not yet run on a GPU
+(tests/test_bridge_gpu.py, run by bench/gpu_checks.py), and no GPU sampler uses
+them yet: GPU sampling with JAX forces is still to be built.
 """
 import itertools
 import weakref
@@ -87,3 +93,30 @@ def jax_force_term(energy_fn, params):
 def _negate_grad(value_and_grad):
     value, grad = value_and_grad
     return value, -grad
+
+
+# ---------------------------------------------------------------- GPU (never run on a GPU yet)
+# numba-cuda device arrays export only __cuda_array_interface__; CuPy wraps that without a copy
+# and exports DLPack, which JAX imports; JAX GPU arrays export __cuda_array_interface__ back.
+
+def _device_pointer(array):
+    return array.__cuda_array_interface__["data"][0]
+
+
+def device_as_jax(array):
+    """A JAX GPU array aliasing a numba-cuda or CuPy device array (raises if JAX copied it)."""
+    import cupy
+    buffer = array if isinstance(array, cupy.ndarray) else cupy.asarray(array)   # zero-copy (CAI)
+    view = jnp.from_dlpack(buffer)
+    if buffer.size and view.unsafe_buffer_pointer() != _device_pointer(buffer):
+        raise ValueError("JAX copied the device buffer instead of aliasing it (DLPack import)")
+    return view
+
+
+def device_as_numba(array):
+    """A numba-cuda device array viewing a JAX GPU array's buffer (raises if it is a copy)."""
+    from numba import cuda
+    view = cuda.as_cuda_array(array)
+    if view.size and _device_pointer(view) != array.unsafe_buffer_pointer():
+        raise ValueError("numba-cuda copied the JAX buffer instead of viewing it")
+    return view
