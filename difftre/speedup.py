@@ -40,6 +40,14 @@ def _norm(tree):
     return float(jnp.sqrt(sum(jnp.vdot(leaf, leaf) for leaf in jax.tree.leaves(tree))))
 
 
+def _boltzmann_sample(rng, energy_kT, n, grid_points=100001):
+    """n positions (n, 1) on [0, 1) drawn from exp(-energy_kT(x)) by inverse transform on a fine grid."""
+    x = np.linspace(0.0, 1.0, grid_points)
+    weight = np.exp(-(energy_kT(x) - energy_kT(x).min()))
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (weight[1:] + weight[:-1]) * np.diff(x))])
+    return np.interp(rng.uniform(0.0, cdf[-1], n), cdf, x)[:, None] % 1.0
+
+
 def _available_bytes():
     with open("/proc/meminfo") as handle:
         info = dict(line.split(":", 1) for line in handle)
@@ -64,11 +72,14 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
 
     params = mlp.init_mlp(jax.random.PRNGKey(seed), [1, 100, 100, 1], dtype)
     rng = np.random.default_rng(seed)
-    positions0 = (PRIOR_CENTER + np.sqrt(kT / PRIOR_K) * rng.standard_normal((n_particles, 1))) % 1.0
+    # initial MLP: particles start in the prior's Boltzmann distribution; fitted MLP (the double
+    # well): in the double well's, as a trained model's reference trajectory would
+    start_prior = (PRIOR_CENTER + np.sqrt(kT / PRIOR_K) * rng.standard_normal((n_particles, 1))) % 1.0
     velocities0 = np.sqrt(kT / mass) * rng.standard_normal((n_particles, 1))
+    start_double_well = _boltzmann_sample(rng, lambda x: double_well_energy(x) / kT, n_particles)
 
     # --- DiffTRe: Numba sampler with JAX forces (bridge), then reweighting gradient
-    def sample(params, n_retained):
+    def sample(params, n_retained, positions0=start_prior):
         ff = md.ForceField([bridge.jax_force_term(mlp.mlp_external_energy, params),
                             md.harmonic(PRIOR_K, [PRIOR_CENTER])])
         sampler = md.Sampler(ff, md.Langevin(dt=dt, kT=kT, friction=friction), dtype=dtype)
@@ -100,7 +111,7 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
     # --- direct AD through the JAX simulation
     key = jax.random.PRNGKey(seed + 1)
 
-    def direct_grad_fn(params, n_retained):
+    def direct_grad_fn(params, n_retained, positions0=start_prior):
         loss = lambda p: direct_ad.direct_ad_loss(energy, observable, target, p, jnp.asarray(positions0),
                                                   jnp.asarray(velocities0), box_jax, key, dt, kT, friction, mass,
                                                   n_equilibration_states, n_retained, STEPS_PER_STATE)
@@ -112,13 +123,13 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
     difftre_compiled = jax.jit(jax.grad(difftre_loss)).lower(params, states, reference).compile()
 
     # --- gradient norms against the trajectory length
-    def gradient_norms(params, label):
+    def gradient_norms(params, label, positions0):
         rows = []
         for length in lengths:
-            s = sample(params, length)
+            s = sample(params, length, positions0)
             row = {"retained_states": length,
                    "difftre_grad_norm": _norm(difftre_grad(params, s, energies(params, s)))}
-            compiled = direct_grad_fn(params, length)
+            compiled = direct_grad_fn(params, length, positions0)
             need = compiled.memory_analysis().temp_size_in_bytes
             if need > 0.8 * _available_bytes():
                 row["direct_ad"] = (f"failed: needs {need / 2**30:.1f} GiB of temporary memory, "
@@ -131,12 +142,12 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
                 break
         return rows
 
-    norms = gradient_norms(params, "initial MLP")
+    norms = gradient_norms(params, "initial MLP", start_prior)
     x_fit = jnp.linspace(0.0, 1.0, 401, dtype=dtype)[:, None]
     wanted = double_well_energy(x_fit) - 0.5 * PRIOR_K * (x_fit - PRIOR_CENTER) ** 2
     fitted, fit_rms = mlp.fit_mlp(params, x_fit, wanted)
     progress(f"MLP fitted to U_DW - prior: rms residual {fit_rms:.3g} kT")
-    norms_fitted = gradient_norms(fitted, "fitted MLP")
+    norms_fitted = gradient_norms(fitted, "fitted MLP", start_double_well)
     n_eq, n = n_equilibration_states, n_states
     return {
         "benchmark": "grad", "system": f"double well, MLP 1-100-100-1 + harmonic prior, {n_particles} particles",

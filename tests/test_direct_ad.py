@@ -96,3 +96,12 @@ def test_speedup_study_reports_both_methods_at_both_parameter_sets():
     for rows in (result["gradient_norms"], result["gradient_norms_fitted"]):
         assert [row["retained_states"] for row in rows] == [1, 2]
         assert all(np.isfinite(row["difftre_grad_norm"]) and np.isfinite(row["direct_ad_grad_norm"]) for row in rows)
+
+
+def test_boltzmann_sample_has_the_harmonic_mean_and_variance():
+    k, n = 150.0, 200_000
+    x = speedup._boltzmann_sample(np.random.default_rng(0), lambda y: 0.5 * k * (y - 0.5) ** 2, n)
+    assert x.shape == (n, 1)
+    # standard errors: sqrt(var / n) = 1.8e-4 for the mean, var * sqrt(2 / n) = 2.1e-5 for the variance
+    assert float(x.mean()) == pytest.approx(0.5, abs=1e-3)
+    assert float(x.var()) == pytest.approx(1.0 / k, abs=1.5e-4)
