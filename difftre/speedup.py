@@ -15,6 +15,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from difftre import bridge, direct_ad, md
 from difftre.experiments.double_well import double_well_energy, target_density
@@ -33,11 +34,6 @@ def _median_time(function, repeats):
         jax.block_until_ready(function())
         times.append(time.perf_counter() - start)
     return float(np.median(times))
-
-
-def _norm(tree):
-    """Euclidean norm of all leaves of a pytree (a float)."""
-    return float(jnp.sqrt(sum(jnp.vdot(leaf, leaf) for leaf in jax.tree.leaves(tree))))
 
 
 def _boltzmann_sample(rng, energy_kT, n, grid_points=100001):
@@ -127,15 +123,15 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
         rows = []
         for length in lengths:
             s = sample(params, length, positions0)
-            row = {"retained_states": length,
-                   "difftre_grad_norm": _norm(difftre_grad(params, s, energies(params, s)))}
+            difftre_gradient = difftre_grad(params, s, energies(params, s))
+            row = {"retained_states": length, "difftre_grad_norm": float(optax.tree_utils.tree_norm(difftre_gradient))}
             compiled = direct_grad_fn(params, length, positions0)
             need = compiled.memory_analysis().temp_size_in_bytes
             if need > 0.8 * _available_bytes():
                 row["direct_ad"] = (f"failed: needs {need / 2**30:.1f} GiB of temporary memory, "
                                     f"{_available_bytes() / 2**30:.1f} GiB available")
             else:
-                row["direct_ad_grad_norm"] = _norm(compiled(params))
+                row["direct_ad_grad_norm"] = float(optax.tree_utils.tree_norm(compiled(params)))
             progress(f"{label}: {row}")
             rows.append(row)
             if "direct_ad" in row:

@@ -5,6 +5,7 @@ pytree optax can update) and the model is a pure function of (params, inputs).
 """
 import jax
 import jax.numpy as jnp
+import optax
 
 from .geometry import wrap
 from .precision import check_dtype, params_dtype
@@ -48,8 +49,6 @@ def fit_mlp(params, inputs, targets, steps=20000, learning_rate=1e-3):
     For starting a model from a known function (e.g. the double well, to measure gradients where
     the model reproduces it). Returns (params, root-mean-square residual).
     """
-    import optax
-
     optimizer = optax.adam(learning_rate)
     loss = lambda p: jnp.mean((mlp_apply(p, inputs) - targets) ** 2)
 
