@@ -13,9 +13,12 @@ force function and adds the JAX output buffer into the force array.
 
 On the GPU, `device_as_jax` / `device_as_numba` pass numba-cuda or CuPy device
 arrays to JAX and back through DLPack / the CUDA array interface, with the same
-pointer checks. They are written but have not yet run on a GPU
-(tests/test_bridge_gpu.py, run by bench/gpu_checks.py), and no GPU sampler uses
-them yet: GPU sampling with JAX forces is still to be built.
+pointer checks; `replica_forces` uses them to give the host-stepped CUDA
+sampler (`difftre.md_cuda`, a force field whose only term is a
+`jax_force_term`) the JAX forces of R replicas each step. Under numba's CUDA
+simulator there is no device memory to share, so there (and only there) both
+functions copy. The GPU path has not yet run on a GPU
+(tests/test_bridge_gpu.py and the host-stepped checks, run by bench/gpu_checks.py).
 """
 import itertools
 import weakref
@@ -78,16 +81,29 @@ def jax_force_term(energy_fn, params):
     """
     if energy_fn not in _JITTED:
         _JITTED[energy_fn] = jax.jit(lambda p, x, b: _negate_grad(jax.value_and_grad(energy_fn, argnums=1)(p, x, b)))
-    energy_and_forces = _JITTED[energy_fn]
     key = next(_KEYS)
+    callback = _JaxForceCallback(energy_fn, params, _JITTED[energy_fn])
+    _CALLBACKS[key] = callback
+    return md.SystemTerm(jax_forces, np.array([float(key)]), keep_alive=callback)
 
-    def callback(positions, box, forces):
-        energy, jax_forces_out = energy_and_forces(params, as_jax(positions), as_jax(box))
+
+class _JaxForceCallback:
+    """Adds the JAX forces of energy_fn(params, ...) to the sampler's force buffer (CPU, once per step)."""
+
+    def __init__(self, energy_fn, params, energy_and_forces):
+        self.energy_fn, self.params, self._energy_and_forces = energy_fn, params, energy_and_forces
+
+    def __call__(self, positions, box, forces):
+        energy, jax_forces_out = self._energy_and_forces(self.params, as_jax(positions), as_jax(box))
         forces += as_numpy(jax_forces_out)
         return float(energy)
 
-    _CALLBACKS[key] = callback
-    return md.SystemTerm(jax_forces, np.array([float(key)]), keep_alive=callback)
+
+def jax_term_model(term):
+    """(energy_fn, params) of a jax_force_term, or None for any other term."""
+    if term.function is not jax_forces:
+        return None
+    return term.keep_alive.energy_fn, term.keep_alive.params
 
 
 def _negate_grad(value_and_grad):
@@ -103,8 +119,18 @@ def _device_pointer(array):
     return array.__cuda_array_interface__["data"][0]
 
 
+def _simulator():
+    from numba import config
+    return bool(config.ENABLE_CUDASIM)
+
+
 def device_as_jax(array):
-    """A JAX GPU array aliasing a numba-cuda or CuPy device array (raises if JAX copied it)."""
+    """A JAX GPU array aliasing a numba-cuda or CuPy device array (raises if JAX copied it).
+
+    Under numba's CUDA simulator: a copy of the simulated device array (host memory).
+    """
+    if _simulator():
+        return jnp.asarray(array.copy_to_host())
     import cupy
     buffer = array if isinstance(array, cupy.ndarray) else cupy.asarray(array)   # zero-copy (CAI)
     view = jnp.from_dlpack(buffer)
@@ -114,9 +140,51 @@ def device_as_jax(array):
 
 
 def device_as_numba(array):
-    """A numba-cuda device array viewing a JAX GPU array's buffer (raises if it is a copy)."""
+    """A numba-cuda device array viewing a JAX GPU array's buffer (raises if it is a copy).
+
+    Under numba's CUDA simulator: a simulated device array holding a copy.
+    """
     from numba import cuda
+    if _simulator():
+        return cuda.to_device(np.asarray(array))
     view = cuda.as_cuda_array(array)
     if view.size and _device_pointer(view) != array.unsafe_buffer_pointer():
         raise ValueError("numba-cuda copied the JAX buffer instead of viewing it")
     return view
+
+
+def replica_forces(energy_fn, params, dtype):
+    """Per-step forces of R replicas for the host-stepped CUDA sampler.
+
+    Returns forces(positions, box, step, failure) with positions a numba-cuda
+    device array (R, N, dim) nm, box a JAX array (R, dim) nm, step the step
+    counter and failure a JAX int32 array (R, 2), giving (energies (R,) kJ/mol as a
+    JAX array, a numba-cuda view of the JAX forces (R, N, dim) kJ/mol/nm, failure
+    updated: (step, first particle with a non-finite position or force) for a replica
+    whose first failure this is, -1 where none). The forces stay valid while the
+    view lives. JAX must compute in `dtype` (float64 needs jax_enable_x64): checked
+    on the first call.
+    """
+    def one(p, x, b, step, failure):
+        energy, gradient = jax.value_and_grad(energy_fn, argnums=1)(p, x, b)
+        bad = ~jnp.all(jnp.isfinite(x) & jnp.isfinite(gradient), axis=-1)   # as the CPU engine reports:
+        first = (failure[0] < 0) & (jnp.any(bad) | ~jnp.isfinite(energy))  # that particle, else particle 0
+        failure = jnp.where(first, jnp.stack([step, jnp.argmax(bad).astype(jnp.int32)]), failure)
+        return energy, -gradient, failure
+
+    batched = jax.jit(jax.vmap(one, (None, 0, 0, None, 0)))
+    checked = []
+
+    def forces(positions, box, step, failure):
+        energies, forces_out, failure = batched(params, device_as_jax(positions), box, jnp.int32(step), failure)
+        if not checked:
+            computed = {np.dtype(energies.dtype), np.dtype(forces_out.dtype)}
+            if computed != {np.dtype(dtype)}:
+                raise TypeError(f"the JAX model computes in {', '.join(sorted(d.name for d in computed))}, the sampler in "
+                                f"{np.dtype(dtype).name}: cast the parameters (and enable jax_enable_x64 "
+                                f"for float64)")
+            checked.append(True)
+        jax.block_until_ready(forces_out)   # JAX's stream has finished before a kernel reads the view
+        return energies, device_as_numba(forces_out), failure
+
+    return forces

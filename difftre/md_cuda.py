@@ -12,6 +12,13 @@ Replica r with seed s follows the trajectory the CPU sampler gives from the
 same state with seed s (the Langevin noise is the same Philox stream). The whole
 MD loop of all replicas runs in one kernel launch (`difftre.kernels.cuda.engine`);
 the host only intervenes to regrow a neighbour list that ran out of capacity.
+
+A force field whose only term is a JAX model (`difftre.bridge.jax_force_term`,
+e.g. a neural network plus its prior written with `difftre.models.priors`) runs
+host-stepped instead: each step launches the integrator's first half, hands the
+positions to JAX and its forces back through `difftre.bridge` (DLPack / CUDA
+array interface, no copies on a GPU) and launches the second half. Same steps
+and random stream as the CPU sampler with the same term.
 """
 import dataclasses
 
@@ -52,6 +59,21 @@ class CudaMDState:
         state.thermostat[...] = self.thermostat[r]
         state.step = self.step
         return state
+
+
+def _jax_model(force_field):
+    """(energy_fn, params) when the force field is one difftre.bridge.jax_force_term, else None."""
+    if not any(term.keep_alive is not None for term in force_field.system_terms):
+        return None
+    from difftre import bridge
+    models = [bridge.jax_term_model(term) for term in force_field.system_terms]
+    if not any(models):
+        return None
+    if len(force_field.system_terms) + len(force_field.pair_terms) > 1:
+        raise NotImplementedError(
+            "on the GPU a JAX force term must be the force field's only term: put the prior into the JAX "
+            "energy (difftre.models.priors equal the Numba kernels)")
+    return models[0]
 
 
 def _next_power_of_two(n):
@@ -96,8 +118,12 @@ class CudaSampler:
         if (first, second) not in gpu.INTEGRATORS:
             raise NotImplementedError(f"no CUDA version of integrator {type(integrator).__name__}")
         self.integrator_kind = gpu.INTEGRATORS[(first, second)]
-        for term in force_field.system_terms:   # fail early on a term the GPU cannot run
-            gpu.system_term_kind(term.function, getattr(term, "per_particle", False))
+        self.jax_model = _jax_model(force_field)
+        if self.jax_model is not None and mode == "grid":
+            raise ValueError("a force field with JAX forces runs host-stepped, one block per replica: "
+                             "use mode 'replicas' or 'auto'")
+        for term in force_field.system_terms if self.jax_model is None else ():   # fail early on a term
+            gpu.system_term_kind(term.function, getattr(term, "per_particle", False))  # the GPU cannot run
         self.skin = float(skin)
         self.replicas = int(replicas)
         self.max_step_displacement = max_step_displacement
@@ -198,6 +224,9 @@ class CudaSampler:
         if n_equilibration < 0 or n_frames < 0 or stride < 1:
             raise ValueError(f"need n_equilibration >= 0, n_frames >= 0, stride >= 1; got "
                              f"{n_equilibration}, {n_frames}, {stride}")
+        if self.jax_model is not None:
+            return self._run_host_stepped(state, int(n_equilibration), int(n_frames), int(stride),
+                                          bool(record_velocities))
         frames, status = self._launch(state, int(n_equilibration), int(n_frames), int(stride),
                                       bool(record_velocities))
         failed = np.flatnonzero(status[:, gpu.ST_CODE] != gpu.STATUS_OK)
@@ -224,10 +253,107 @@ class CudaSampler:
         Rebuilds the neighbour lists first (state's lists are updated).
         """
         self._check_state(state)
+        if self.jax_model is not None:
+            from numba import cuda
+            energies, forces, failure = self._jax_forces()(cuda.to_device(state.positions), state.box)
+            self._raise_failure(state, failure)
+            dim = state.positions.shape[2]
+            return (np.asarray(energies), forces.copy_to_host(),
+                    np.full((state.replicas, dim, dim), np.nan, self.dtype))
         forces = np.empty_like(state.positions)
         start = self._launch(state, 0, 0, 1, False, force_rebuild=self.list_cutoff > 0, forces_out=forces)
         dim = state.positions.shape[2]
         return start[:, 0].copy(), forces, start[:, 2:].reshape(-1, dim, dim).copy()
+
+    # ------------------------------------------------------------------ host-stepped mode (JAX forces)
+
+    def _jax_forces(self):
+        """forces(positions device (R, N, dim), box host (R, dim), step index, failure) (difftre.bridge)."""
+        import jax.numpy as jnp
+        from difftre import bridge
+        energy_fn, params = self.jax_model
+        forces = bridge.replica_forces(energy_fn, params, self.dtype)
+        return lambda positions, box, step=0, failure=None: forces(
+            positions, jnp.asarray(box), step,
+            jnp.full((len(box), 2), -1, jnp.int32) if failure is None else failure)
+
+    def _run_host_stepped(self, state, n_equilibration, n_frames, stride, record_velocities):
+        """One launch per integrator half, the JAX forces in between (difftre.bridge, no copies on a GPU).
+
+        Same steps and random stream as the CPU sampler with the same jax_force_term. A
+        non-finite position, force or energy raises SimulationError naming the replica, step and
+        particle (checked at every recorded frame and at the end); the state is then left as it
+        was before the run. The virial is not computed (NaN).
+        """
+        from numba import cuda
+        import jax.numpy as jnp
+        from difftre import bridge
+
+        dtype = self.dtype
+        R, n, dim = state.positions.shape
+        _, threads = self._layout(n)
+        first_half, second_half = self.engine(dim, "replicas", threads).half_step_kernels()
+        _, _, iparams = self.integrator.kernel(state.dof, dtype)
+        forces_of = self._jax_forces()
+        thermostat = state.thermostat if state.thermostat.shape[1] else np.zeros((R, 1), dtype)
+        pos, vel, thermo = (cuda.to_device(a) for a in (state.positions, state.velocities, thermostat))
+        invm = cuda.to_device((1.0 / state.masses).astype(dtype))
+        invm_jax = bridge.device_as_jax(invm)
+        seeds = cuda.to_device(state.seeds.astype(np.uint64))
+        tail = (cuda.to_device(np.asarray(iparams, dtype)), dtype(self.integrator.dt),
+                cuda.to_device(np.zeros((R, 1, 2 + dim * dim), dtype)),
+                cuda.to_device(np.zeros((R, gpu.N_SCALARS), dtype)))
+        energies, frc, failure = forces_of(pos, state.box)
+        self._raise_failure(state, failure)
+        frame_positions, frame_velocities, potential, kinetic = [], [], [], []
+        n_steps = n_equilibration + n_frames * stride
+        for k in range(n_steps):
+            step = np.uint64(state.step + k)
+            first_half[R, threads](pos, vel, frc, invm, thermo, seeds, step, *tail)
+            cuda.synchronize()   # the kernel has finished before JAX reads the positions
+            energies, frc, failure = forces_of(pos, state.box, k, failure)
+            second_half[R, threads](pos, vel, frc, invm, thermo, seeds, step, *tail)
+            cuda.synchronize()
+            produced = k + 1 - n_equilibration
+            if produced > 0 and produced % stride == 0:
+                self._raise_failure(state, failure)
+                frame_positions.append(bridge.device_as_jax(pos).copy())
+                velocities = bridge.device_as_jax(vel)
+                kinetic.append(0.5 * jnp.sum(jnp.sum(velocities * velocities, axis=-1) / invm_jax, axis=-1))
+                potential.append(energies)
+                if record_velocities:
+                    frame_velocities.append(velocities.copy())
+        self._raise_failure(state, failure)
+        state.positions[...] = pos.copy_to_host()
+        state.velocities[...] = vel.copy_to_host()
+        if state.thermostat.shape[1]:
+            state.thermostat[...] = thermo.copy_to_host()
+        state.step += n_steps
+
+        def stacked(frames, shape):
+            return np.asarray(jnp.stack(frames, axis=1)) if frames else np.empty(shape, dtype)
+
+        frames = md.Trajectory(stacked(frame_positions, (R, 0, n, dim)), stacked(frame_velocities, (R, 0, n, dim)),
+                               stacked(potential, (R, 0)), stacked(kinetic, (R, 0)),
+                               np.full((R, n_frames, dim, dim), np.nan, dtype), state.box.copy(),
+                               np.zeros(R, np.int64))
+        return frames, state
+
+    def _raise_failure(self, state, failure):
+        """SimulationError for the replica that failed first (failure: (R, 2) step index, particle; -1 if none)."""
+        failure = np.asarray(failure)
+        failed = np.flatnonzero(failure[:, 0] >= 0)
+        if not failed.size:
+            return
+        r = int(failed[np.argmin(failure[failed, 0])])
+        step, particle = state.step + int(failure[r, 0]), int(failure[r, 1])
+        error = md.SimulationError(
+            f"replica {r}: trajectory blew up at step {step}: particle {particle} has a non-finite position or "
+            f"force (JAX forces); {failed.size} of {self.replicas} replicas failed; the state is left as it was "
+            f"before the run (position {state.positions[r, particle].tolist()} then)", step, particle)
+        error.replica = r
+        error.failed_replicas = failed.tolist()
+        raise error
 
     def _step_limit(self, state):
         if self.max_step_displacement is not None:
@@ -236,8 +362,9 @@ class CudaSampler:
 
     def engine(self, dim, mode, threads):
         pairs = tuple(t.function for t in self.force_field.pair_terms)
-        systems = tuple((t.function, gpu.system_term_kind(t.function, getattr(t, "per_particle", False)))
-                        for t in self.force_field.system_terms)
+        systems = () if self.jax_model is not None else tuple(   # JAX forces: the engine only integrates
+            (t.function, gpu.system_term_kind(t.function, getattr(t, "per_particle", False)))
+            for t in self.force_field.system_terms)
         return gpu.get_engine(self.dtype, pairs, systems, self.integrator_kind, self._integrator_layout(), dim,
                               threads, mode, self.list_cutoff > 0)
 

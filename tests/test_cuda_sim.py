@@ -460,3 +460,78 @@ if RUN_ENGINE_TESTS:
             CudaSampler(LJ(), md.VelocityVerlet(0.002), skin=0.05, replicas=2, mode="grid")
         with pytest.raises(ValueError, match="dtype"):
             CudaSampler(LJ(), md.VelocityVerlet(0.002), skin=0.05, dtype=np.float16)
+
+    # ------------------------------------------------------------------ host-stepped mode (JAX forces)
+
+    def jax_model_force_field(dtype=np.float64, blow_up_below=None):
+        """A small MLP plus the harmonic prior, all in JAX, as the force field's only term (difftre.bridge)."""
+        import jax
+        from difftre import bridge
+        from difftre.models import mlp, priors
+        jax.config.update("jax_enable_x64", True)
+        params = mlp.init_mlp(jax.random.PRNGKey(0), [1, 8, 8, 1], dtype)
+        prior = priors.harmonic_external(150.0, [0.5], dtype=dtype)
+
+        def energy(p, x, box):
+            u = mlp.mlp_external_energy(p, x, box) + prior(x, box)
+            if blow_up_below is not None:   # NaN energy and force once a particle passes below the threshold
+                u = u + jax.numpy.sum(jax.numpy.sqrt(x - blow_up_below))
+            return u
+        return md.ForceField([bridge.jax_force_term(energy, params)])
+
+    @pytest.mark.parametrize("integrator", ["langevin", "nose_hoover"])
+    def test_jax_forces_host_stepped_equal_cpu_sampler(integrator, rng):
+        """JAX forces between per-half kernel launches give the CPU sampler's trajectory (same JAX term)."""
+        chosen = {"langevin": md.Langevin(1e-3, 1.0, 2.0),
+                  "nose_hoover": md.NoseHooverChain(1e-3, 1.0, 0.05, chain_length=2)}[integrator]
+        positions = 0.5 + 0.08 * rng.standard_normal((2, 11, 1))
+        gpu, (trajectory, state), cpu = cpu_and_gpu_runs(jax_model_force_field(), chosen, positions, np.ones(1),
+                                                         [3, 7], 1.0, 3, 3, 2, skin=0.0, masses=1.0)
+        for r, (traj, cpu_state) in enumerate(cpu):
+            np.testing.assert_allclose(trajectory.positions[r], traj.positions, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(trajectory.velocities[r], traj.velocities, rtol=0, atol=1e-10)
+            np.testing.assert_allclose(trajectory.potential_energy[r], traj.potential_energy, rtol=1e-12)
+            np.testing.assert_allclose(trajectory.kinetic_energy[r], traj.kinetic_energy, rtol=1e-12)
+            np.testing.assert_allclose(state.thermostat[r], cpu_state.thermostat, rtol=1e-12, atol=1e-14)
+            assert state.step == cpu_state.step == 9
+        assert not np.allclose(trajectory.positions[0], trajectory.positions[1])   # replicas differ
+        import jax
+        from difftre import bridge
+        energy_fn, params = bridge.jax_term_model(gpu.force_field.system_terms[0])
+        energies, forces, virial = gpu.evaluate(state)
+        for r in range(2):
+            energy, gradient = jax.value_and_grad(energy_fn, argnums=1)(params, state.positions[r], state.box[r])
+            assert energies[r] == pytest.approx(float(energy), rel=1e-12)
+            np.testing.assert_allclose(forces[r], -np.asarray(gradient), rtol=1e-12)
+        assert np.all(np.isnan(virial))
+
+    def test_jax_forces_blow_up_names_replica_step_particle(rng):
+        positions = 0.5 + 0.02 * rng.standard_normal((2, 6, 1))
+        velocities = np.zeros_like(positions)
+        velocities[1, 4] = -60.0   # particle 4 of replica 1 crosses x = 0.3 within a few steps
+        ff = jax_model_force_field(blow_up_below=0.3)
+        integrator = md.VelocityVerlet(1e-3)
+        gpu = CudaSampler(ff, integrator, replicas=2, threads=32)
+        state = gpu.init_state(positions, np.ones(1), 1.0, seed=0, velocities=velocities)
+        before = state.positions.copy()
+        with pytest.raises(md.SimulationError, match="replica 1: trajectory blew up at step") as gpu_error:
+            gpu.run(state, 0, 2, 5)
+        cpu = md.Sampler(ff, integrator)
+        with pytest.raises(md.SimulationError) as cpu_error:
+            cpu.run(cpu.init_state(positions[1], np.ones(1), 1.0, seed=0, velocities=velocities[1]), 0, 2, 5)
+        assert (gpu_error.value.step, gpu_error.value.particle) == (cpu_error.value.step, cpu_error.value.particle)
+        assert gpu_error.value.particle == 4 and gpu_error.value.failed_replicas == [1]
+        np.testing.assert_array_equal(state.positions, before)   # nothing of the failed run is kept
+
+    def test_jax_forces_bad_set_ups_are_reported():
+        import jax
+        with pytest.raises(NotImplementedError, match="only term"):
+            CudaSampler(md.ForceField([*jax_model_force_field().system_terms, md.harmonic(1.0, [0.5])]),
+                        md.VelocityVerlet(1e-3))
+        with pytest.raises(ValueError, match="mode 'replicas'"):
+            CudaSampler(jax_model_force_field(), md.VelocityVerlet(1e-3), mode="grid")
+        gpu = CudaSampler(jax_model_force_field(dtype=np.float32), md.VelocityVerlet(1e-3), dtype=np.float64)
+        state = gpu.init_state(np.full((3, 1), 0.5), np.ones(1), 1.0, seed=0, kT=1.0)
+        with pytest.raises(TypeError, match="computes in float32, float64, the sampler in float64"):
+            gpu.run(state, 0, 1, 1)
+        assert jax.config.jax_enable_x64

@@ -624,6 +624,25 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
         resume[r] = 0
 
 
+# --- the host-stepped mode: one integrator half per launch, one block per replica. The host
+# evaluates the forces between the halves (a JAX model through difftre.bridge).
+
+def first_half_launch(pos_all, vel_all, frc_all, invm_all, thermo_all, seeds, step, iparams, dt, partials_all,
+                      scalars_all):
+    r = group_index()
+    sh = cuda.shared.array((THREADS, NRED), DTYPE)
+    first_half(group_rank(), group_size(), pos_all.shape[1], pos_all[r], vel_all[r], frc_all[r], invm_all[r],
+               thermo_all[r], seeds[r], step, iparams, dt, sh, partials_all[r], scalars_all[r])
+
+
+def second_half_launch(pos_all, vel_all, frc_all, invm_all, thermo_all, seeds, step, iparams, dt, partials_all,
+                       scalars_all):
+    r = group_index()
+    sh = cuda.shared.array((THREADS, NRED), DTYPE)
+    second_half(group_rank(), group_size(), pos_all.shape[1], pos_all[r], vel_all[r], frc_all[r], invm_all[r],
+                thermo_all[r], seeds[r], step, iparams, dt, sh, partials_all[r], scalars_all[r])
+
+
 TEMPLATES = (group_reduce, group_total, add_outer, pair_sum_on, sw_on, own_forces, own_twice_kinetic, cell_of,
              build_list, normal4_in_precision, nose_hoover_scale)
 MODE_TEMPLATES = {
@@ -745,6 +764,20 @@ class Engine:
         loop = rebuild(md_loop, dtype, namespace=ns, convert_calls=False)
         self.kernel = cuda.jit(loop)
         self.namespace = ns
+        self._half_steps = None
+
+    def half_step_kernels(self):
+        """(first half, second half) of the integrator as kernels of their own, one block per replica.
+
+        Both take (pos, vel, frc, invm, thermo, seeds, step, iparams, dt, partials (R, 1, n_reduce),
+        scalars (R, N_SCALARS)); the forces between them come from the caller (host-stepped mode).
+        """
+        if self.mode != "replicas":
+            raise ValueError("the host-stepped half-step kernels run one block per replica (mode 'replicas')")
+        if self._half_steps is None:
+            self._half_steps = tuple(cuda.jit(rebuild(t, self.dtype, namespace=self.namespace, convert_calls=False))
+                                     for t in (first_half_launch, second_half_launch))
+        return self._half_steps
 
     def max_cooperative_blocks(self, args, threads):
         """Most blocks of `threads` a cooperative launch of the kernel with these arguments may use."""
