@@ -66,8 +66,13 @@ def build_parser():
                     "DiffTRe and by direct AD, memory of both, gradient norms against trajectory length.")
     grad.add_argument("--n-particles", type=_int_at_least(1), default=1000)
     grad.add_argument("--repeats", type=_int_at_least(1), default=3)
-    grad.add_argument("--lengths", type=_int_at_least(1), nargs="+", default=[5, 10, 15, 20, 25, 30, 35, 40],
-                      help="retained states for the gradient-norm study")
+    grad.add_argument("--lengths", type=_int_at_least(2), nargs="+", default=[5, 10, 15, 20, 25, 30, 35, 40],
+                      help="retained states for the gradient-norm study (one state has weight 1 whatever the "
+                           "parameters, so no reweighting gradient)")
+    grad.add_argument("--norm-particles", type=_int_at_least(1), default=100,
+                      help="particles in the gradient-norm study")
+    grad.add_argument("--draws", type=_int_at_least(1), default=8,
+                      help="independent trajectories per length in the gradient-norm study")
     grad.add_argument("--seed", type=int, default=0)
     grad.add_argument("--json", action="store_true", help="print one JSON object")
     grad.set_defaults(handler=_bench_grad, owner=grad)
@@ -113,7 +118,7 @@ def _bench_grad(args, parser):
     from difftre import speedup
 
     result = speedup.run(n_particles=args.n_particles, lengths=tuple(args.lengths), seed=args.seed,
-                         repeats=args.repeats, progress=lambda line: print(line, file=sys.stderr))
+                         repeats=args.repeats, norm_particles=args.norm_particles, draws=args.draws, progress=lambda line: print(line, file=sys.stderr))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

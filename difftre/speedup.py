@@ -50,9 +50,27 @@ def _available_bytes():
     return int(info["MemAvailable"].split()[0]) * 1024
 
 
+def _spread(values):
+    """median, min and max of a list of norms, and the list itself."""
+    return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values)),
+            "draws": [float(v) for v in values]}
+
+
 def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10, 15, 20, 25, 30, 35, 40),
-        seed=0, repeats=3, progress=print):
-    """The comparison as one dict (the JSON of ``difftre bench grad``)."""
+        seed=0, repeats=3, norm_particles=100, draws=8, progress=print):
+    """The comparison as one dict (the JSON of ``difftre bench grad``).
+
+    Timings use n_particles. The gradient-norm study uses norm_particles and, for
+    each of `draws` independent trajectories (own start drawn from the Boltzmann
+    distribution of the parameter set's potential, own velocities and noise),
+    the norm of each method's gradient at every length; DiffTRe's lengths are
+    prefixes of one trajectory of max(lengths) states per draw. One trajectory's
+    gradient is what one update sees, so the spread over draws is reported with
+    the median.
+    """
+    if min(lengths) < 2:
+        raise ValueError(f"lengths must be at least 2 retained states (one state has weight 1 whatever the "
+                         f"parameters, so no reweighting gradient), got {min(lengths)}")
     jax.config.update("jax_enable_x64", True)
     dtype = np.float64
     kT, dt, friction, mass, box = 1.0, 1e-3, 0.1, 1.0, np.array([1.0])
@@ -68,18 +86,16 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
 
     params = mlp.init_mlp(jax.random.PRNGKey(seed), [1, 100, 100, 1], dtype)
     rng = np.random.default_rng(seed)
-    # initial MLP: particles start in the prior's Boltzmann distribution; fitted MLP (the double
-    # well): in the double well's, as a trained model's reference trajectory would
+    # timing runs: particles start in the prior's Boltzmann distribution
     start_prior = (PRIOR_CENTER + np.sqrt(kT / PRIOR_K) * rng.standard_normal((n_particles, 1))) % 1.0
-    velocities0 = np.sqrt(kT / mass) * rng.standard_normal((n_particles, 1))
-    start_double_well = _boltzmann_sample(rng, lambda x: double_well_energy(x) / kT, n_particles)
+    start_velocities = np.sqrt(kT / mass) * rng.standard_normal((n_particles, 1))
 
     # --- DiffTRe: Numba sampler with JAX forces (bridge), then reweighting gradient
-    def sample(params, n_retained, positions0=start_prior):
+    def sample(params, n_retained, positions0=start_prior, velocities0=start_velocities, sampler_seed=seed):
         ff = md.ForceField([bridge.jax_force_term(mlp.mlp_external_energy, params),
                             md.harmonic(PRIOR_K, [PRIOR_CENTER])])
         sampler = md.Sampler(ff, md.Langevin(dt=dt, kT=kT, friction=friction), dtype=dtype)
-        state = sampler.init_state(positions0, box, mass, seed=seed, velocities=velocities0)
+        state = sampler.init_state(positions0, box, mass, seed=sampler_seed, velocities=velocities0)
         trajectory, _ = sampler.run(state, n_equilibration_states * STEPS_PER_STATE, n_retained, STEPS_PER_STATE)
         return jnp.asarray(trajectory.positions)
 
@@ -105,45 +121,80 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
     progress(f"DiffTRe: gradient {t_difftre_grad:.4f} s, update {t_difftre_update:.3f} s")
 
     # --- direct AD through the JAX simulation
-    key = jax.random.PRNGKey(seed + 1)
+    compiled_direct = {}
 
-    def direct_grad_fn(params, n_retained, positions0=start_prior):
-        loss = lambda p: direct_ad.direct_ad_loss(energy, observable, target, p, jnp.asarray(positions0),
-                                                  jnp.asarray(velocities0), box_jax, key, dt, kT, friction, mass,
-                                                  n_equilibration_states, n_retained, STEPS_PER_STATE)
-        return jax.jit(jax.grad(loss)).lower(params).compile()
+    def direct_grad_fn(params, n_retained, positions0, velocities0):
+        """grad of the direct-AD loss as a function of (params, positions0, velocities0, key), compiled per length."""
+        shape = (n_retained, np.shape(positions0))
+        if shape not in compiled_direct:
+            loss = lambda p, x0, v0, key: direct_ad.direct_ad_loss(
+                energy, observable, target, p, x0, v0, box_jax, key, dt, kT, friction, mass,
+                n_equilibration_states, n_retained, STEPS_PER_STATE)
+            compiled_direct[shape] = jax.jit(jax.grad(loss)).lower(
+                params, jnp.asarray(positions0), jnp.asarray(velocities0), jax.random.PRNGKey(0)).compile()
+        return compiled_direct[shape]
 
-    direct = direct_grad_fn(params, n_states)
-    t_direct_grad = _median_time(lambda: direct(params), repeats)
+    direct = direct_grad_fn(params, n_states, start_prior, start_velocities)
+    start = (jnp.asarray(start_prior), jnp.asarray(start_velocities), jax.random.PRNGKey(seed + 1))
+    t_direct_grad = _median_time(lambda: direct(params, *start), repeats)
     progress(f"direct AD: gradient (= whole update) {t_direct_grad:.3f} s")
     difftre_compiled = jax.jit(jax.grad(difftre_loss)).lower(params, states, reference).compile()
 
-    # --- gradient norms against the trajectory length
-    def gradient_norms(params, label, positions0):
+    # --- gradient norms against the trajectory length, over independent trajectories
+    def gradient_norms(params, label, draw_start):
+        """Per length: the norm of each draw's gradient by both methods (one trajectory per draw)."""
+        longest = max(lengths)
+        difftre = {length: [] for length in lengths}
+        direct = {length: [] for length in lengths}
+        failed = {}
+        for d in range(draws):
+            positions0, velocities0 = draw_start(np.random.default_rng([seed, d]))
+            trajectory = sample(params, longest, positions0, velocities0, norm_seed + d)
+            for length in lengths:   # a trajectory of `length` states is the first `length` of the longest
+                s = trajectory[:length]
+                difftre[length].append(float(optax.tree_utils.tree_norm(difftre_grad(params, s, energies(params, s)))))
+                if length in failed:
+                    continue
+                compiled = direct_grad_fn(params, length, positions0, velocities0)
+                need = compiled.memory_analysis().temp_size_in_bytes
+                if need > 0.8 * _available_bytes():
+                    failed[length] = (f"failed: needs {need / 2**30:.1f} GiB of temporary memory, "
+                                      f"{_available_bytes() / 2**30:.1f} GiB available")
+                    continue
+                gradient = compiled(params, jnp.asarray(positions0), jnp.asarray(velocities0),
+                                    jax.random.PRNGKey(norm_seed + d))
+                direct[length].append(float(optax.tree_utils.tree_norm(gradient)))
+            progress(f"{label}, draw {d + 1}/{draws}: DiffTRe {[round(difftre[n][-1], 4) for n in lengths]}, "
+                     f"direct AD {[round(direct[n][-1], 4) for n in lengths if n not in failed]}")
         rows = []
         for length in lengths:
-            s = sample(params, length, positions0)
-            difftre_gradient = difftre_grad(params, s, energies(params, s))
-            row = {"retained_states": length, "difftre_grad_norm": float(optax.tree_utils.tree_norm(difftre_gradient))}
-            compiled = direct_grad_fn(params, length, positions0)
-            need = compiled.memory_analysis().temp_size_in_bytes
-            if need > 0.8 * _available_bytes():
-                row["direct_ad"] = (f"failed: needs {need / 2**30:.1f} GiB of temporary memory, "
-                                    f"{_available_bytes() / 2**30:.1f} GiB available")
+            row = {"retained_states": length, "difftre_grad_norm": _spread(difftre[length])}
+            if length in failed:
+                row["direct_ad"] = failed[length]
             else:
-                row["direct_ad_grad_norm"] = float(optax.tree_utils.tree_norm(compiled(params)))
-            progress(f"{label}: {row}")
+                row["direct_ad_grad_norm"] = _spread(direct[length])
             rows.append(row)
-            if "direct_ad" in row:
-                break
-        return rows
+        medians = [row["difftre_grad_norm"]["median"] for row in rows]
+        direct_medians = [row["direct_ad_grad_norm"]["median"] for row in rows if "direct_ad_grad_norm" in row]
+        return {"particles": norm_particles, "draws": draws, "rows": rows,
+                "difftre_median_max_over_min": max(medians) / min(medians),
+                "direct_ad_median_last_over_first": direct_medians[-1] / direct_medians[0] if direct_medians else None}
 
-    norms = gradient_norms(params, "initial MLP", start_prior)
+    def prior_start(rng):
+        positions = (PRIOR_CENTER + np.sqrt(kT / PRIOR_K) * rng.standard_normal((norm_particles, 1))) % 1.0
+        return positions, np.sqrt(kT / mass) * rng.standard_normal((norm_particles, 1))
+
+    def double_well_start(rng):
+        positions = _boltzmann_sample(rng, lambda x: double_well_energy(x) / kT, norm_particles)
+        return positions, np.sqrt(kT / mass) * rng.standard_normal((norm_particles, 1))
+
+    norm_seed = seed + 1000   # the norm study's random streams differ from the timing runs'
+    norms = gradient_norms(params, "initial MLP", prior_start)
     x_fit = jnp.linspace(0.0, 1.0, 401, dtype=dtype)[:, None]
     wanted = double_well_energy(x_fit) - 0.5 * PRIOR_K * (x_fit - PRIOR_CENTER) ** 2
     fitted, fit_rms = mlp.fit_mlp(params, x_fit, wanted)
     progress(f"MLP fitted to U_DW - prior: rms residual {fit_rms:.3g} kT")
-    norms_fitted = gradient_norms(fitted, "fitted MLP", start_double_well)
+    norms_fitted = gradient_norms(fitted, "fitted MLP", double_well_start)
     n_eq, n = n_equilibration_states, n_states
     return {
         "benchmark": "grad", "system": f"double well, MLP 1-100-100-1 + harmonic prior, {n_particles} particles",

@@ -89,13 +89,24 @@ def test_fit_mlp_reproduces_a_function():
 
 
 def test_speedup_study_reports_both_methods_at_both_parameter_sets():
-    result = speedup.run(n_particles=20, n_states=2, lengths=(1, 2), repeats=1, progress=lambda line: None)
+    result = speedup.run(n_particles=20, n_states=2, lengths=(2, 3), repeats=1, norm_particles=10, draws=2,
+                         progress=lambda line: None)
     for key in ("grad_speedup", "update_speedup", "difftre_grad_temp_bytes", "direct_ad_grad_temp_bytes"):
         assert result[key] > 0
     assert result["fitted_rms_residual_kT"] < 0.05
-    for rows in (result["gradient_norms"], result["gradient_norms_fitted"]):
-        assert [row["retained_states"] for row in rows] == [1, 2]
-        assert all(np.isfinite(row["difftre_grad_norm"]) and np.isfinite(row["direct_ad_grad_norm"]) for row in rows)
+    for study in (result["gradient_norms"], result["gradient_norms_fitted"]):
+        assert (study["particles"], study["draws"]) == (10, 2)
+        assert [row["retained_states"] for row in study["rows"]] == [2, 3]
+        for row in study["rows"]:
+            for method in ("difftre_grad_norm", "direct_ad_grad_norm"):
+                norms = row[method]
+                assert len(norms["draws"]) == 2 and all(np.isfinite(norms["draws"]))
+                assert norms["min"] <= norms["median"] <= norms["max"]
+        medians = [row["difftre_grad_norm"]["median"] for row in study["rows"]]
+        assert study["difftre_median_max_over_min"] == pytest.approx(max(medians) / min(medians))
+    # independent draws: each has its own start and noise, so their norms differ
+    first = result["gradient_norms_fitted"]["rows"][0]["direct_ad_grad_norm"]["draws"]
+    assert first[0] != first[1]
 
 
 def test_boltzmann_sample_has_the_harmonic_mean_and_variance():
