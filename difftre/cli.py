@@ -24,6 +24,17 @@ def _int_at_least(minimum):
     return parse
 
 
+def _positive_float(text):
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {value}")
+    return value
+
+
 def build_parser():
     from difftre import bench
 
@@ -73,6 +84,8 @@ def build_parser():
                       help="particles in the gradient-norm study")
     grad.add_argument("--draws", type=_int_at_least(1), default=8,
                       help="independent trajectories per length in the gradient-norm study")
+    grad.add_argument("--dt", type=_positive_float, default=1e-3, help="Langevin time step (the paper's 1e-3)")
+    grad.add_argument("--friction", type=_positive_float, default=0.1, help="Langevin friction (the paper's 0.1)")
     grad.add_argument("--seed", type=int, default=0)
     grad.add_argument("--json", action="store_true", help="print one JSON object")
     grad.set_defaults(handler=_bench_grad, owner=grad)
@@ -118,7 +131,8 @@ def _bench_grad(args, parser):
     from difftre import speedup
 
     result = speedup.run(n_particles=args.n_particles, lengths=tuple(args.lengths), seed=args.seed,
-                         repeats=args.repeats, norm_particles=args.norm_particles, draws=args.draws, progress=lambda line: print(line, file=sys.stderr))
+                         repeats=args.repeats, norm_particles=args.norm_particles, draws=args.draws, dt=args.dt,
+                         friction=args.friction, progress=lambda line: print(line, file=sys.stderr))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

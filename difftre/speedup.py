@@ -57,7 +57,7 @@ def _spread(values):
 
 
 def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10, 15, 20, 25, 30, 35, 40),
-        seed=0, repeats=3, norm_particles=100, draws=8, progress=print):
+        seed=0, repeats=3, norm_particles=100, draws=8, dt=1e-3, friction=0.1, progress=print):
     """The comparison as one dict (the JSON of ``difftre bench grad``).
 
     Timings use n_particles. The gradient-norm study uses norm_particles and, for
@@ -66,14 +66,14 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
     the norm of each method's gradient at every length; DiffTRe's lengths are
     prefixes of one trajectory of max(lengths) states per draw. One trajectory's
     gradient is what one update sees, so the spread over draws is reported with
-    the median.
+    the median. dt (time units) and friction (1/time unit) default to the paper's.
     """
     if min(lengths) < 2:
         raise ValueError(f"lengths must be at least 2 retained states (one state has weight 1 whatever the "
                          f"parameters, so no reweighting gradient), got {min(lengths)}")
     jax.config.update("jax_enable_x64", True)
     dtype = np.float64
-    kT, dt, friction, mass, box = 1.0, 1e-3, 0.1, 1.0, np.array([1.0])
+    kT, mass, box = 1.0, 1.0, np.array([1.0])
     grid = np.linspace(0.0, 1.0, 101)
     target = jnp.asarray(target_density(grid, 0.01))
     prior = priors.harmonic_external(PRIOR_K, [PRIOR_CENTER], dtype=dtype)
@@ -199,6 +199,7 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
     return {
         "benchmark": "grad", "system": f"double well, MLP 1-100-100-1 + harmonic prior, {n_particles} particles",
         "retained_states": n, "equilibration_states": n_eq, "steps_per_state": STEPS_PER_STATE,
+        "dt": dt, "friction": friction,
         "difftre_grad_s": t_difftre_grad, "direct_ad_grad_s": t_direct_grad,
         "grad_speedup": t_direct_grad / t_difftre_grad,
         "difftre_update_s": t_difftre_update, "direct_ad_update_s": t_direct_grad,

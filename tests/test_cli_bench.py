@@ -65,3 +65,18 @@ def test_bench_md_cuda_unavailable_is_clear(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--device" in err and "CUDA front end not available" in err, err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--lengths", "1", "5"], ["--lengths", ">= 2"]),
+    (["--draws", "0"], ["--draws", ">= 1"]),
+    (["--dt", "-0.001"], ["--dt", "finite and > 0"]),
+    (["--friction", "nan"], ["--friction", "finite and > 0"]),
+])
+def test_bench_grad_bad_argument(capsys, argv, words):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "grad"] + argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err, err
