@@ -21,6 +21,7 @@ array interface, no copies on a GPU) and launches the second half. Same steps
 and random stream as the CPU sampler with the same term.
 """
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -255,7 +256,7 @@ class CudaSampler:
         self._check_state(state)
         if self.jax_model is not None:
             from numba import cuda
-            energies, forces, failure = self._jax_forces()(cuda.to_device(state.positions), state.box)
+            energies, forces, failure = self._jax_forces(cuda.to_device(state.positions), state.box)
             self._raise_failure(state, failure)
             dim = state.positions.shape[2]
             return (np.asarray(energies), forces.copy_to_host(),
@@ -267,6 +268,7 @@ class CudaSampler:
 
     # ------------------------------------------------------------------ host-stepped mode (JAX forces)
 
+    @functools.cached_property
     def _jax_forces(self):
         """forces(positions device (R, N, dim), box host (R, dim), step index, failure) (difftre.bridge)."""
         import jax.numpy as jnp
@@ -294,7 +296,7 @@ class CudaSampler:
         _, threads = self._layout(n)
         first_half, second_half = self.engine(dim, "replicas", threads).half_step_kernels()
         _, _, iparams = self.integrator.kernel(state.dof, dtype)
-        forces_of = self._jax_forces()
+        forces_of = self._jax_forces
         thermostat = state.thermostat if state.thermostat.shape[1] else np.zeros((R, 1), dtype)
         pos, vel, thermo = (cuda.to_device(a) for a in (state.positions, state.velocities, thermostat))
         invm = cuda.to_device((1.0 / state.masses).astype(dtype))
