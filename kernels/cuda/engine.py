@@ -627,20 +627,12 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
 # --- the host-stepped mode: one integrator half per launch, one block per replica. The host
 # evaluates the forces between the halves (a JAX model through difftre.bridge).
 
-def first_half_launch(pos_all, vel_all, frc_all, invm_all, thermo_all, seeds, step, iparams, dt, partials_all,
-                      scalars_all):
+def half_step_launch(pos_all, vel_all, frc_all, invm_all, thermo_all, seeds, step, iparams, dt, partials_all,
+                     scalars_all):
     r = group_index()
     sh = cuda.shared.array((THREADS, NRED), DTYPE)
-    first_half(group_rank(), group_size(), pos_all.shape[1], pos_all[r], vel_all[r], frc_all[r], invm_all[r],
-               thermo_all[r], seeds[r], step, iparams, dt, sh, partials_all[r], scalars_all[r])
-
-
-def second_half_launch(pos_all, vel_all, frc_all, invm_all, thermo_all, seeds, step, iparams, dt, partials_all,
-                       scalars_all):
-    r = group_index()
-    sh = cuda.shared.array((THREADS, NRED), DTYPE)
-    second_half(group_rank(), group_size(), pos_all.shape[1], pos_all[r], vel_all[r], frc_all[r], invm_all[r],
-                thermo_all[r], seeds[r], step, iparams, dt, sh, partials_all[r], scalars_all[r])
+    half(group_rank(), group_size(), pos_all.shape[1], pos_all[r], vel_all[r], frc_all[r], invm_all[r],
+         thermo_all[r], seeds[r], step, iparams, dt, sh, partials_all[r], scalars_all[r])
 
 
 TEMPLATES = (group_reduce, group_total, add_outer, pair_sum_on, sw_on, own_forces, own_twice_kinetic, cell_of,
@@ -775,8 +767,10 @@ class Engine:
         if self.mode != "replicas":
             raise ValueError("the host-stepped half-step kernels run one block per replica (mode 'replicas')")
         if self._half_steps is None:
-            self._half_steps = tuple(cuda.jit(rebuild(t, self.dtype, namespace=self.namespace, convert_calls=False))
-                                     for t in (first_half_launch, second_half_launch))
+            self._half_steps = tuple(
+                cuda.jit(rebuild(half_step_launch, self.dtype, namespace=dict(self.namespace, half=self.namespace[h]),
+                                 convert_calls=False))
+                for h in ("first_half", "second_half"))
         return self._half_steps
 
     def max_cooperative_blocks(self, args, threads):
