@@ -294,7 +294,7 @@ class CudaSampler:
         dtype = self.dtype
         R, n, dim = state.positions.shape
         _, threads = self._layout(n)
-        first_half, second_half = self.engine(dim, "replicas", threads).half_step_kernels()
+        half_step = self.engine(dim, "replicas", threads).half_step_kernel()
         _, _, iparams = self.integrator.kernel(state.dof, dtype)
         forces_of = self._jax_forces
         thermostat = state.thermostat if state.thermostat.shape[1] else np.zeros((R, 1), dtype)
@@ -311,10 +311,10 @@ class CudaSampler:
         n_steps = n_equilibration + n_frames * stride
         for k in range(n_steps):
             step = np.uint64(state.step + k)
-            first_half[R, threads](pos, vel, frc, invm, thermo, seeds, step, *tail)
+            half_step[R, threads](pos, vel, frc, invm, thermo, seeds, step, *tail, np.int32(1))
             cuda.synchronize()   # the kernel has finished before JAX reads the positions
             energies, frc, failure = forces_of(pos, state.box, k, failure)
-            second_half[R, threads](pos, vel, frc, invm, thermo, seeds, step, *tail)
+            half_step[R, threads](pos, vel, frc, invm, thermo, seeds, step, *tail, np.int32(0))
             cuda.synchronize()
             produced = k + 1 - n_equilibration
             if produced > 0 and produced % stride == 0:

@@ -628,11 +628,19 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
 # evaluates the forces between the halves (a JAX model through difftre.bridge).
 
 def half_step_launch(pos_all, vel_all, frc_all, invm_all, thermo_all, seeds, step, iparams, dt, partials_all,
-                     scalars_all):
+                     scalars_all, first):
+    """The integrator's first half (first != 0) or second half of every replica; one block per replica."""
     r = group_index()
+    t = group_rank()
+    T = group_size()
+    n = pos_all.shape[1]
     sh = cuda.shared.array((THREADS, NRED), DTYPE)
-    half(group_rank(), group_size(), pos_all.shape[1], pos_all[r], vel_all[r], frc_all[r], invm_all[r],
-         thermo_all[r], seeds[r], step, iparams, dt, sh, partials_all[r], scalars_all[r])
+    if first != 0:
+        first_half(t, T, n, pos_all[r], vel_all[r], frc_all[r], invm_all[r], thermo_all[r], seeds[r], step,
+                   iparams, dt, sh, partials_all[r], scalars_all[r])
+    else:
+        second_half(t, T, n, pos_all[r], vel_all[r], frc_all[r], invm_all[r], thermo_all[r], seeds[r], step,
+                    iparams, dt, sh, partials_all[r], scalars_all[r])
 
 
 TEMPLATES = (group_reduce, group_total, add_outer, pair_sum_on, sw_on, own_forces, own_twice_kinetic, cell_of,
@@ -756,22 +764,21 @@ class Engine:
         loop = rebuild(md_loop, dtype, namespace=ns, convert_calls=False)
         self.kernel = cuda.jit(loop)
         self.namespace = ns
-        self._half_steps = None
+        self._half_step = None
 
-    def half_step_kernels(self):
-        """(first half, second half) of the integrator as kernels of their own, one block per replica.
+    def half_step_kernel(self):
+        """The integrator's halves as a kernel of their own, one block per replica (host-stepped mode).
 
-        Both take (pos, vel, frc, invm, thermo, seeds, step, iparams, dt, partials (R, 1, n_reduce),
-        scalars (R, N_SCALARS)); the forces between them come from the caller (host-stepped mode).
+        Arguments (pos, vel, frc, invm, thermo, seeds, step, iparams, dt, partials (R, 1, n_reduce),
+        scalars (R, N_SCALARS), first): first != 0 runs the first half, 0 the second; the forces
+        between them come from the caller.
         """
         if self.mode != "replicas":
-            raise ValueError("the host-stepped half-step kernels run one block per replica (mode 'replicas')")
-        if self._half_steps is None:
-            self._half_steps = tuple(
-                cuda.jit(rebuild(half_step_launch, self.dtype, namespace=dict(self.namespace, half=self.namespace[h]),
-                                 convert_calls=False))
-                for h in ("first_half", "second_half"))
-        return self._half_steps
+            raise ValueError("the host-stepped half-step kernel runs one block per replica (mode 'replicas')")
+        if self._half_step is None:
+            self._half_step = cuda.jit(rebuild(half_step_launch, self.dtype, namespace=self.namespace,
+                                               convert_calls=False))
+        return self._half_step
 
     def max_cooperative_blocks(self, args, threads):
         """Most blocks of `threads` a cooperative launch of the kernel with these arguments may use."""
