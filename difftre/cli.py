@@ -101,6 +101,7 @@ def build_parser():
     double_well.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
     double_well.add_argument("--seed", type=_int_at_least(0), default=None, help="override system.seed")
     double_well.add_argument("--updates", type=_int_at_least(0), default=None, help="override training.n_updates")
+    double_well.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override sampling.device")
     double_well.add_argument("--quiet", action="store_true", help="no progress bar")
     double_well.add_argument("--write-trajectory", action="store_true",
                              help="also write the last reference trajectory as --out/trajectory.extxyz (ASE)")
@@ -117,6 +118,8 @@ def _run_double_well(args, parser):
         overrides["system.seed"] = args.seed
     if args.updates is not None:
         overrides["training.n_updates"] = args.updates
+    if args.device is not None:
+        overrides["sampling.device"] = args.device
     try:
         summary = double_well.run(args.out, args.config or double_well.DEFAULT_CONFIG, resume=args.resume,
                                   progress=not args.quiet, overrides=overrides,

@@ -196,6 +196,27 @@ class CudaSampler:
             self._launch(state, 0, 0, 1, False, force_rebuild=True)
         return state
 
+    def continue_from(self, states):
+        """One CudaMDState continuing R states of the CPU sampler (difftre.md.MDState, one per replica).
+
+        The inverse of CudaMDState.replica: positions, velocities, masses, box, thermostat, seeds
+        and the step counter carry over, so replica r goes on as the CPU sampler would from
+        states[r]. The replicas must share the step counter.
+        """
+        states = list(states)
+        if len(states) != self.replicas:
+            raise ValueError(f"need {self.replicas} states (one per replica), got {len(states)}")
+        steps = {int(s.step) for s in states}
+        if len(steps) != 1:
+            raise ValueError(f"the replicas must share the step counter (random stream position), got {sorted(steps)}")
+        stacked = lambda name: np.stack([getattr(s, name) for s in states])   # noqa: E731
+        state = self.init_state(stacked("positions"), stacked("box"), stacked("masses"),
+                                seed=[int(s.seed) for s in states], velocities=stacked("velocities"))
+        if state.thermostat.shape[1]:
+            state.thermostat[...] = stacked("thermostat")
+        state.step = steps.pop()
+        return state
+
     def _initial_capacities(self, n, box):
         if self.list_cutoff == 0:
             return 1, 1

@@ -50,13 +50,23 @@ class Target:
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """Reference trajectories: n_equilibration steps, then n_frames states every stride steps."""
+    """Reference trajectories: n_equilibration steps, then n_frames states every stride steps.
+
+    device "cpu": the Numba sampler (difftre.md); "cuda": the CUDA sampler (difftre.md_cuda, one
+    replica; JAX forces run host-stepped), continuing the same state and random stream, so a
+    trajectory equals the CPU one up to rounding.
+    """
     integrator: object
     n_equilibration: int
     n_frames: int
     stride: int
     skin: float = 0.0
     dtype: type = np.float64
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"sampling device must be 'cpu' or 'cuda', got {self.device!r}")
 
 
 @dataclasses.dataclass
@@ -155,10 +165,18 @@ class Trainer:
     def _sample(self, state, params):
         """New reference trajectory at params (raises md.SimulationError, leaving `state` untouched)."""
         s = self.sampling
-        sampler_state = copy.deepcopy(state.sampler_state)
-        trajectory, sampler_state = self._sampler(params).run(sampler_state, s.n_equilibration, s.n_frames, s.stride)
+        if s.device == "cuda":
+            from difftre import md_cuda
+            gpu = md_cuda.CudaSampler(self.potential.force_field(params), s.integrator, skin=s.skin, dtype=s.dtype)
+            trajectory, gpu_state = gpu.run(gpu.continue_from([state.sampler_state]), s.n_equilibration,
+                                            s.n_frames, s.stride)
+            positions, sampler_state = trajectory.positions[0], gpu_state.replica(0, self._sampler(params))
+        else:
+            trajectory, sampler_state = self._sampler(params).run(copy.deepcopy(state.sampler_state),
+                                                                  s.n_equilibration, s.n_frames, s.stride)
+            positions = trajectory.positions
         state.sampler_state = sampler_state
-        state.positions = jax.device_put(trajectory.positions)
+        state.positions = jax.device_put(positions)
         state.sampling_params = params
         state.reference_energies = self._energies(params, state.positions)
         self._fixed_values = self._fixed_observables(state.positions)

@@ -535,3 +535,42 @@ if RUN_ENGINE_TESTS:
         with pytest.raises(TypeError, match="computes in float32, float64, the sampler in float64"):
             gpu.run(state, 0, 1, 1)
         assert jax.config.jax_enable_x64
+
+    # ------------------------------------------------------------------ DiffTRe training on the CUDA sampler
+
+    def small_double_well(device):
+        from difftre.config import load_config
+        from difftre.experiments import double_well
+        config = load_config(double_well.DEFAULT_CONFIG, double_well.SCHEMA)
+        config["system"]["n_particles"] = 12
+        config["sampling"].update(n_equilibration=20, n_frames=4, stride=5, device=device)
+        config["training"].update(resample_threshold=1.0, chunk_size=4)   # re-sample at every update after the first
+        trainer, params, positions, *_ = double_well.build(config)
+        return trainer, params, positions
+
+    def test_training_on_the_cuda_sampler_equals_cpu_training():
+        """Three double-well updates (two re-sampled): the CUDA sampler continues the CPU state and random
+        stream, so losses, parameters and sampler states equal CPU training's."""
+        runs = {}
+        for device in ("cpu", "cuda"):
+            trainer, params, positions = small_double_well(device)
+            state = trainer.init(params, positions, seed=4)
+            metrics = [trainer.update(state) for _ in range(3)]
+            runs[device] = (state, metrics)
+        (cpu_state, cpu_metrics), (gpu_state, gpu_metrics) = runs["cpu"], runs["cuda"]
+        assert [m["resampled"] for m in gpu_metrics] == [False, True, True]
+        np.testing.assert_allclose([m["loss"] for m in gpu_metrics], [m["loss"] for m in cpu_metrics], rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(gpu_state.params), np.asarray(cpu_state.params), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(gpu_state.positions), np.asarray(cpu_state.positions), atol=1e-12)
+        np.testing.assert_allclose(gpu_state.sampler_state.velocities, cpu_state.sampler_state.velocities, atol=1e-10)
+        assert gpu_state.sampler_state.step == cpu_state.sampler_state.step == 3 * (20 + 4 * 5)
+
+    def test_continue_from_refuses_replicas_at_different_steps():
+        sampler = CudaSampler(md.ForceField([md.harmonic(30.0, [0.5])]), md.Langevin(0.01, 1.0, 1.0), replicas=2)
+        cpu = md.Sampler(md.ForceField([md.harmonic(30.0, [0.5])]), md.Langevin(0.01, 1.0, 1.0))
+        states = [cpu.init_state(np.full((3, 1), 0.5), np.ones(1), 1.0, seed=s) for s in (0, 1)]
+        states[1].step = 7
+        with pytest.raises(ValueError, match="share the step counter"):
+            sampler.continue_from(states)
+        with pytest.raises(ValueError, match="need 2 states"):
+            sampler.continue_from(states[:1])

@@ -33,7 +33,7 @@ SCHEMA = {
               "prior_k": (float, positive), "prior_center": (float, None)},
     "sampling": {"integrator": (str, {"langevin"}), "dt": (float, positive), "friction": (float, positive),
                  "n_equilibration": (int, non_negative), "n_frames": (int, positive), "stride": (int, positive),
-                 "dtype": (str, {"float32", "float64"})},
+                 "dtype": (str, {"float32", "float64"}), "device": (str, {"cpu", "cuda"})},
     "training": {"n_updates": (int, non_negative), "learning_rate": (float, positive),
                  "decay_updates": (int, positive), "adam_b1": (float, lambda b: 0 <= b < 1),
                  "adam_b2": (float, lambda b: 0 <= b < 1), "smoothness": (float, non_negative),
@@ -80,7 +80,7 @@ def build(config):
     integrator = md.Langevin(dt=sampling["dt"], kT=system["kT"], friction=sampling["friction"])
     trainer = Trainer(potential, [target], optimizer,
                       SamplingConfig(integrator, sampling["n_equilibration"], sampling["n_frames"],
-                                     sampling["stride"], dtype=dtype),
+                                     sampling["stride"], dtype=dtype, device=sampling["device"]),
                       box=[system["box_length"]], masses=system["mass"], kT=system["kT"],
                       chunk_size=training["chunk_size"], resample_threshold=training["resample_threshold"])
     key = jax.random.PRNGKey(system["seed"])
