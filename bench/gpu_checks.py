@@ -23,6 +23,10 @@
    well (MLP 1-100-100-1 + harmonic prior, Langevin dt 1e-3, friction 0.1), N = 1000
    x 1 and x 100 replicas; steps/s and the largest position difference from the
    CPU sampler with the same JAX term after 200 steps (replica 0, float64).
+5. ``training``: the README's main job with sampling on the GPU (`difftre run double-well
+   --device cuda`, default configuration, 200 updates): final loss, largest U error,
+   seconds per re-sampled update; and the first 5 updates' losses on GPU and CPU (they
+   continue the same random stream, so they agree up to rounding).
 """
 import argparse
 import copy
@@ -168,6 +172,26 @@ def jax_forces(n, replicas, dtype, steps):
     emit(record)
 
 
+def training(out_dir, n_updates):
+    """Double-well DiffTRe training with the CUDA sampler; the first updates against CPU sampling."""
+    from difftre.experiments import double_well
+    start = time.perf_counter()
+    summary = double_well.run(os.path.join(out_dir, "double_well_cuda"), progress=False,
+                              overrides={"sampling.device": "cuda", "training.n_updates": n_updates})
+    record = {"check": "training", "device": device_name(), "updates": n_updates,
+              "seconds": round(time.perf_counter() - start, 1)}
+    record.update({k: summary[k] for k in ("final_loss", "potential_max_error_kT", "n_resampled",
+                                           "mean_update_time_resampled_s", "mean_update_time_reused_s")})
+    losses = {}
+    for device in ("cuda", "cpu"):
+        path = os.path.join(out_dir, f"double_well_first_updates_{device}")
+        double_well.run(path, progress=False, overrides={"sampling.device": device, "training.n_updates": 5})
+        with open(os.path.join(path, "metrics.jsonl")) as handle:
+            losses[device] = [json.loads(line)["loss"] for line in handle]
+    record["first_losses_cuda"], record["first_losses_cpu"] = losses["cuda"], losses["cpu"]
+    emit(record)
+
+
 CASES = {   # name: (system, replicas, mode, steps)
     "lj64000": ("lj64000", 1, "grid", 2000),
     "lj1000x100": ("lj1000", 100, "replicas", 2000),
@@ -185,6 +209,9 @@ def main(argv=None):
     parser.add_argument("--dtypes", nargs="*", default=["float32", "float64"], choices=["float32", "float64"])
     parser.add_argument("--equilibration", type=int, default=500, help="GPU Langevin steps before timing")
     parser.add_argument("--skip-jax", action="store_true", help="no host-stepped JAX-forces runs")
+    parser.add_argument("--skip-training", action="store_true", help="no double-well training on the GPU")
+    parser.add_argument("--out", default=os.environ.get("OUT", "gpu_check_runs"),
+                        help="folder for the training runs (default: $OUT)")
     args = parser.parse_args(argv)
     os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
     from numba import cuda
@@ -217,6 +244,11 @@ def main(argv=None):
                 except Exception as error:  # noqa: BLE001
                     emit({"check": "jax_forces", "replicas": replicas, "dtype": dtype,
                           "error": f"{type(error).__name__}: {error}"})
+    if not args.skip_training:
+        try:
+            training(args.out, 20 if args.quick else 200)
+        except Exception as error:  # noqa: BLE001
+            emit({"check": "training", "error": f"{type(error).__name__}: {error}"})
     return 0
 
 
