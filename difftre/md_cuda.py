@@ -309,6 +309,7 @@ class CudaSampler:
         was before the run. The virial is not computed (NaN).
         """
         from numba import cuda
+        import jax
         import jax.numpy as jnp
         from difftre import bridge
 
@@ -340,12 +341,14 @@ class CudaSampler:
             produced = k + 1 - n_equilibration
             if produced > 0 and produced % stride == 0:
                 self._raise_failure(state, failure)
-                frame_positions.append(bridge.device_as_jax(pos).copy())
                 velocities = bridge.device_as_jax(vel)
+                frame_positions.append(bridge.device_as_jax(pos).copy())
                 kinetic.append(0.5 * jnp.sum(jnp.sum(velocities * velocities, axis=-1) / invm_jax, axis=-1))
                 potential.append(energies)
                 if record_velocities:
                     frame_velocities.append(velocities.copy())
+                # JAX has read pos and vel before the next kernel moves them
+                jax.block_until_ready((frame_positions[-1], kinetic[-1], frame_velocities[-1:]))
         self._raise_failure(state, failure)
         state.positions[...] = pos.copy_to_host()
         state.velocities[...] = vel.copy_to_host()
