@@ -38,9 +38,16 @@ def as_jax(array):
     if not array.flags.c_contiguous:
         raise ValueError(f"JAX would have copied a buffer that is not C-contiguous: {advice}")
     view = jnp.from_dlpack(array)
+    _check_same_dtype(array, view)
     if array.size and view.unsafe_buffer_pointer() != array.ctypes.data:
         raise ValueError(f"JAX copied the buffer instead of aliasing it: {advice}")
     return view
+
+
+def _check_same_dtype(array, view):
+    if np.dtype(view.dtype) != np.dtype(array.dtype):
+        raise TypeError(f"JAX turned a {np.dtype(array.dtype).name} buffer into {np.dtype(view.dtype).name} (a copy): "
+                        f"enable jax_enable_x64 for float64")
 
 
 def as_numpy(array):
@@ -134,6 +141,7 @@ def device_as_jax(array):
     import cupy
     buffer = array if isinstance(array, cupy.ndarray) else cupy.asarray(array)   # zero-copy (CAI)
     view = jnp.from_dlpack(buffer)
+    _check_same_dtype(buffer, view)
     if buffer.size and view.unsafe_buffer_pointer() != _device_pointer(buffer):
         raise ValueError("JAX copied the device buffer instead of aliasing it (DLPack import)")
     return view

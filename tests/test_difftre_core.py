@@ -2,6 +2,8 @@
 bridge (zero copy), checkpoints (atomic, exact resume), configuration errors, blow-ups."""
 import copy
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -93,6 +95,15 @@ def test_bridge_is_zero_copy_and_matches_numba_kernel():
         runs.append(sampler.run(state, 0, 5, 20)[0])
     np.testing.assert_allclose(runs[0].positions, runs[1].positions, rtol=0, atol=1e-12)
     np.testing.assert_allclose(runs[0].potential_energy, runs[1].potential_energy, rtol=1e-12)
+
+
+def test_bridge_refuses_float64_without_x64():
+    """Without jax_enable_x64, JAX would silently make a float32 copy of a float64 buffer (a fresh process)."""
+    code = ("import numpy as np\nfrom difftre import bridge, md\n"
+            "try:\n    bridge.as_jax(md.aligned_empty((4, 3), np.float64))\n"
+            "except TypeError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "float64 buffer into float32 (a copy): enable jax_enable_x64" in result.stdout, result.stderr[-2000:]
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
