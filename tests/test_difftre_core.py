@@ -141,6 +141,7 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path):
     (("dt = 1e-3", 'dt = "1 fs"'), "sampling.dt must be float"),
     (('integrator = "langevin"', 'integrator = "nose-hoover"'), "sampling.integrator"),
     (("[model]", "[models]"), "unknown section [models]"),
+    (('device = "cpu"', 'device = "gpu"'), "sampling.device = 'gpu' must be one of ['cpu', 'cuda']"),
 ])
 def test_configuration_errors_name_the_field(tmp_path, edit, message):
     text = double_well.DEFAULT_CONFIG.read_text()
