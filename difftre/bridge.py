@@ -61,6 +61,7 @@ def as_numpy(array):
 _CALLBACKS = weakref.WeakValueDictionary()   # key -> callback, alive while its SystemTerm is
 _KEYS = itertools.count()
 _JITTED = weakref.WeakKeyDictionary()          # energy_fn -> jitted (energy, forces), compiled once
+_REPLICA_JITTED = weakref.WeakKeyDictionary()  # energy_fn -> jitted replica forces (GPU), compiled once
 
 
 def _call(key, positions, box, forces):
@@ -173,14 +174,16 @@ def replica_forces(energy_fn, params, dtype):
     view lives. JAX must compute in `dtype` (float64 needs jax_enable_x64): checked
     on the first call.
     """
-    def one(p, x, b, step, failure):
-        energy, gradient = jax.value_and_grad(energy_fn, argnums=1)(p, x, b)
-        bad = ~jnp.all(jnp.isfinite(x) & jnp.isfinite(gradient), axis=-1)   # as the CPU engine reports:
-        first = (failure[0] < 0) & (jnp.any(bad) | ~jnp.isfinite(energy))  # that particle, else particle 0
-        failure = jnp.where(first, jnp.stack([step, jnp.argmax(bad).astype(jnp.int32)]), failure)
-        return energy, -gradient, failure
+    if energy_fn not in _REPLICA_JITTED:   # new params (each re-sampled trajectory) reuse it
+        def one(p, x, b, step, failure):
+            energy, gradient = jax.value_and_grad(energy_fn, argnums=1)(p, x, b)
+            bad = ~jnp.all(jnp.isfinite(x) & jnp.isfinite(gradient), axis=-1)   # as the CPU engine reports:
+            first = (failure[0] < 0) & (jnp.any(bad) | ~jnp.isfinite(energy))  # that particle, else particle 0
+            failure = jnp.where(first, jnp.stack([step, jnp.argmax(bad).astype(jnp.int32)]), failure)
+            return energy, -gradient, failure
 
-    batched = jax.jit(jax.vmap(one, (None, 0, 0, None, 0)))
+        _REPLICA_JITTED[energy_fn] = jax.jit(jax.vmap(one, (None, 0, 0, None, 0)))
+    batched = _REPLICA_JITTED[energy_fn]
     checked = []
 
     def forces(positions, box, step, failure):

@@ -65,7 +65,7 @@ class CudaMDState:
 def _jax_model(force_field):
     """(energy_fn, params) when the force field is one difftre.bridge.jax_force_term, else None."""
     if not any(term.keep_alive is not None for term in force_field.system_terms):
-        return None
+        return None   # only difftre.bridge terms keep something alive: no need to import JAX
     from difftre import bridge
     models = [bridge.jax_term_model(term) for term in force_field.system_terms]
     if not any(models):
