@@ -85,10 +85,18 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
         return density_profile_uniform(positions, 1.0, 101, 0.01)
 
     params = mlp.init_mlp(jax.random.PRNGKey(seed), [1, 100, 100, 1], dtype)
-    rng = np.random.default_rng(seed)
-    # timing runs: particles start in the prior's Boltzmann distribution
-    start_prior = (PRIOR_CENTER + np.sqrt(kT / PRIOR_K) * rng.standard_normal((n_particles, 1))) % 1.0
-    start_velocities = np.sqrt(kT / mass) * rng.standard_normal((n_particles, 1))
+
+    def prior_start(rng, n):
+        """n positions from the prior's Boltzmann distribution and Maxwell-Boltzmann velocities."""
+        positions = (PRIOR_CENTER + np.sqrt(kT / PRIOR_K) * rng.standard_normal((n, 1))) % 1.0
+        return positions, np.sqrt(kT / mass) * rng.standard_normal((n, 1))
+
+    def double_well_start(rng, n):
+        """n positions from the double well's Boltzmann distribution and Maxwell-Boltzmann velocities."""
+        positions = _boltzmann_sample(rng, lambda x: double_well_energy(x) / kT, n)
+        return positions, np.sqrt(kT / mass) * rng.standard_normal((n, 1))
+
+    start_prior, start_velocities = prior_start(np.random.default_rng(seed), n_particles)   # timing runs
 
     # --- DiffTRe: Numba sampler with JAX forces (bridge), then reweighting gradient
     def sample(params, n_retained, positions0=start_prior, velocities0=start_velocities, sampler_seed=seed):
@@ -148,7 +156,7 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
         direct = {length: [] for length in lengths}
         failed = {}
         for d in range(draws):
-            positions0, velocities0 = draw_start(np.random.default_rng([seed, d]))
+            positions0, velocities0 = draw_start(np.random.default_rng([seed, d]), norm_particles)
             trajectory = sample(params, longest, positions0, velocities0, norm_seed + d)
             for length in lengths:   # a trajectory of `length` states is the first `length` of the longest
                 s = trajectory[:length]
@@ -156,11 +164,12 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
                 if length in failed:
                     continue
                 compiled = direct_grad_fn(params, length, positions0, velocities0)
-                need = compiled.memory_analysis().temp_size_in_bytes   # the same for every draw
-                if d == 0 and need > 0.8 * _available_bytes():
-                    failed[length] = (f"failed: needs {need / 2**30:.1f} GiB of temporary memory, "
-                                      f"{_available_bytes() / 2**30:.1f} GiB available")
-                    continue
+                if d == 0:   # its memory need is the same for every draw
+                    need = compiled.memory_analysis().temp_size_in_bytes
+                    if need > 0.8 * _available_bytes():
+                        failed[length] = (f"failed: needs {need / 2**30:.1f} GiB of temporary memory, "
+                                          f"{_available_bytes() / 2**30:.1f} GiB available")
+                        continue
                 gradient = compiled(params, jnp.asarray(positions0), jnp.asarray(velocities0),
                                     jax.random.PRNGKey(norm_seed + d))
                 direct[length].append(float(optax.tree_utils.tree_norm(gradient)))
@@ -179,14 +188,6 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
         return {"particles": norm_particles, "draws": draws, "rows": rows,
                 "difftre_median_max_over_min": max(medians) / min(medians),
                 "direct_ad_median_last_over_first": direct_medians[-1] / direct_medians[0] if direct_medians else None}
-
-    def prior_start(rng):
-        positions = (PRIOR_CENTER + np.sqrt(kT / PRIOR_K) * rng.standard_normal((norm_particles, 1))) % 1.0
-        return positions, np.sqrt(kT / mass) * rng.standard_normal((norm_particles, 1))
-
-    def double_well_start(rng):
-        positions = _boltzmann_sample(rng, lambda x: double_well_energy(x) / kT, norm_particles)
-        return positions, np.sqrt(kT / mass) * rng.standard_normal((norm_particles, 1))
 
     norm_seed = seed + 1000   # the norm study's random streams differ from the timing runs'
     norms = gradient_norms(params, "initial MLP", prior_start)

@@ -69,4 +69,3 @@ def test_bench_md_cuda_unavailable_is_clear(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--device" in err and "CUDA front end not available" in err, err
-
