@@ -125,8 +125,9 @@ def _data_file(name):
 
 
 def _interpolated(path, centers):
-    with (path.open() if hasattr(path, "open") else open(path)) as f:
-        x, y = np.loadtxt(f, unpack=True)
+    from difftre.io import read_xy_table   # checked table: parse errors and bad abscissae name the line
+
+    x, y = read_xy_table(path, lower=0.0)   # r (nm) and theta (rad) are both non-negative
     return np.interp(centers, x, y)
 
 
