@@ -1,6 +1,7 @@
 """The ``difftre`` command line.
 
-    difftre run double-well --out runs/double_well [--config FILE] [--resume]
+    difftre run double-well --out runs/double_well [--config FILE] [--set SECTION.FIELD=VALUE] [--resume]
+    difftre experiments
     difftre bench md --potential lj --n 1000 --steps 2000 --json
     difftre bench md --potential sw --n 1000 --steps 1000 --engine lammps --json
     difftre bench grad --json
@@ -90,43 +91,63 @@ def build_parser():
     grad.add_argument("--json", action="store_true", help="print one JSON object")
     grad.set_defaults(handler=_bench_grad, owner=grad)
 
-    run = commands.add_parser("run", help="run an experiment", description="Train a potential with DiffTRe.")
-    experiments = run.add_subparsers(dest="experiment", metavar="EXPERIMENT")
-    experiments.required = True
-    double_well = experiments.add_parser(
-        "double-well", help="learn U(x) of ideal particles from their density (paper section 3)",
-        description="Writes metrics.jsonl, summary.json, params.npz, checkpoint.npz and PNG plots into --out.")
-    double_well.add_argument("--out", required=True, help="output folder")
-    double_well.add_argument("--config", default=None, help="TOML configuration (default: the paper's settings)")
-    double_well.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
-    double_well.add_argument("--seed", type=_int_at_least(0), default=None, help="override system.seed")
-    double_well.add_argument("--updates", type=_int_at_least(0), default=None, help="override training.n_updates")
-    double_well.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override sampling.device")
-    double_well.add_argument("--quiet", action="store_true", help="no progress bar")
-    double_well.add_argument("--write-trajectory", action="store_true",
-                             help="also write the last reference trajectory as --out/trajectory.extxyz (ASE)")
-    double_well.set_defaults(handler=_run_double_well, owner=double_well)
+    run = commands.add_parser(
+        "run", help="train a potential with DiffTRe (an experiment, see 'difftre experiments')",
+        description="Train an experiment: its default configuration, merged with --config and --set, validated, "
+                    "then trained into --out (metrics.jsonl, checkpoint.npz after every update, summary.json, "
+                    "config.json, plots). Ctrl-C leaves the last complete update's checkpoint; --resume continues.")
+    run.add_argument("experiment", metavar="NAME|CONFIG.toml",
+                     help="an experiment name, or a TOML file naming one (top-level experiment = \"NAME\") whose "
+                          "fields replace the defaults")
+    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--config", default=None, help="TOML file with the fields to change (a partial configuration)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                     help="change one field (a TOML value); repeatable")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    run.add_argument("--seed", type=_int_at_least(0), default=None, help="the same as --set system.seed=S")
+    run.add_argument("--updates", type=_int_at_least(0), default=None,
+                     help="the same as --set training.n_updates=N (also allowed with --resume)")
+    run.add_argument("--device", choices=["cpu", "cuda"], default=None, help="the same as --set sampling.device=D")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--write-trajectory", action="store_true",
+                     help="also write the last reference trajectory as --out/trajectory.extxyz (ASE)")
+    run.set_defaults(handler=_run_experiment, owner=run)
+
+    listing = commands.add_parser("experiments", help="list the experiments 'difftre run' knows",
+                                  description="List the experiments with their one-line descriptions.")
+    listing.set_defaults(handler=_list_experiments, owner=listing)
     return parser
 
 
-def _run_double_well(args, parser):
+def _run_experiment(args, parser):
+    from difftre import runner
     from difftre.config import ConfigError
-    from difftre.experiments import double_well
 
-    overrides = {}
-    if args.seed is not None:
-        overrides["system.seed"] = args.seed
-    if args.updates is not None:
-        overrides["training.n_updates"] = args.updates
-    if args.device is not None:
-        overrides["sampling.device"] = args.device
     try:
-        summary = double_well.run(args.out, args.config or double_well.DEFAULT_CONFIG, resume=args.resume,
-                                  progress=not args.quiet, overrides=overrides,
-                                  write_trajectory=args.write_trajectory)
-    except (ConfigError, FileNotFoundError) as error:
+        overrides = dict(runner.parse_override(text) for text in args.overrides)
+        for key, value in (("system.seed", args.seed), ("training.n_updates", args.updates),
+                           ("sampling.device", args.device)):
+            if value is not None:
+                overrides[key] = value
+        summary = runner.run(args.experiment, args.out, config_file=args.config, overrides=overrides,
+                             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                             write_trajectory=args.write_trajectory)
+    except (ConfigError, runner.RunFolderError) as error:
         parser.error(str(error))
+    except KeyboardInterrupt:
+        print(f"interrupted; {args.out}/checkpoint.npz holds the last complete update (continue with --resume)",
+              file=sys.stderr)
+        return 130
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _list_experiments(args, parser):
+    from difftre import runner
+
+    for name, description in sorted(runner.available().items()):
+        print(f"{name:16s} {description}")
     return 0
 
 

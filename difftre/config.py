@@ -1,32 +1,92 @@
-"""Configuration files: TOML, validated against a schema so that a missing or
-mistyped field, a wrong type or an impossible value is one clear error naming it."""
+"""Configuration files: TOML, merged onto an experiment's defaults and validated against its schema,
+so that a missing or mistyped field, a wrong type or an impossible value is one clear error naming
+the file, the field and the rule.
+
+A schema is {section: {field: (type, rule or None)}}; a rule is a set of allowed values or a
+``Rule`` (a check and the words that name it: "must be positive").
+"""
+import math
+import re
 import tomllib
+from typing import Callable, NamedTuple
 
 
 class ConfigError(ValueError):
-    """A configuration file does not match its schema."""
+    """A configuration file or override does not match its schema."""
 
 
-def positive(value):
-    return value > 0
+class Rule(NamedTuple):
+    """A check on one value and its description, completing "must be ..."."""
+    check: Callable
+    description: str
 
 
-def non_negative(value):
-    return value >= 0
+positive = Rule(lambda value: value > 0, "positive")
+non_negative = Rule(lambda value: value >= 0, "non-negative")
+
+
+def in_range(low, high, closed_low=True, closed_high=True):
+    """The rule low <= value <= high (each end open or closed)."""
+    brackets = ("[" if closed_low else "(", "]" if closed_high else ")")
+    return Rule(lambda value: (low <= value if closed_low else low < value)
+                and (value <= high if closed_high else value < high),
+                f"in {brackets[0]}{low}, {high}{brackets[1]}")
+
+
+def at_least(low):
+    return Rule(lambda value: value >= low, f">= {low}")
+
+
+def read_toml(path):
+    """The TOML file at ``path`` as a dict, or a ConfigError naming the file (and line) of the problem."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a TOML file") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); TOML files are UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        line = re.search(r"line (\d+)", str(error))
+        where = ""
+        if line:
+            content = text.splitlines()[int(line.group(1)) - 1:int(line.group(1))]
+            where = f" in {content[0].strip()!r}" if content else ""
+        raise ConfigError(f"{path}: not valid TOML: {error}{where}") from None
+
+
+def merge(defaults, partial, source):
+    """``defaults`` with the sections and fields of ``partial`` replaced; a section or field that the
+    defaults do not have is an error naming ``source``."""
+    merged = {section: dict(fields) if isinstance(fields, dict) else fields for section, fields in defaults.items()}
+    for section, fields in partial.items():
+        if section not in defaults or not isinstance(defaults[section], dict):
+            raise ConfigError(f"{source}: unknown section [{section}] (expected one of {sorted(defaults)})")
+        if not isinstance(fields, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table of fields, got {fields!r}")
+        for name, value in fields.items():
+            if name not in defaults[section]:
+                raise ConfigError(f"{source}: unknown field {section}.{name} "
+                                  f"(expected one of {sorted(defaults[section])})")
+            merged[section][name] = value
+    return merged
 
 
 def load_config(path, schema):
-    """Parse a TOML file and check it against schema {section: {field: (type, check or None)}}."""
-    try:
-        with open(path, "rb") as handle:
-            config = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    validate(config, schema, str(path))
-    return config
+    """Parse a complete TOML file and check it against ``schema``."""
+    return validate(read_toml(path), schema, str(path))
 
 
 def validate(config, schema, source="config"):
+    """Check ``config`` against ``schema`` (ints given for floats become floats); returns it."""
     for section in config:
         if section not in schema:
             raise ConfigError(f"{source}: unknown section [{section}] (expected one of {sorted(schema)})")
@@ -37,7 +97,7 @@ def validate(config, schema, source="config"):
         for name in values:
             if name not in fields:
                 raise ConfigError(f"{source}: unknown field {section}.{name} (expected one of {sorted(fields)})")
-        for name, (kind, check) in fields.items():
+        for name, (kind, rule) in fields.items():
             if name not in values:
                 raise ConfigError(f"{source}: missing field {section}.{name}")
             value = values[name]
@@ -45,7 +105,12 @@ def validate(config, schema, source="config"):
                 value = values[name] = float(value)
             if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
                 raise ConfigError(f"{source}: field {section}.{name} must be {kind.__name__}, got {value!r}")
-            if check is not None and not (check(value) if callable(check) else value in check):
-                what = check.__name__.replace("_", " ") if callable(check) else f"one of {sorted(check)}"
+            if kind is float and not math.isfinite(value):
+                raise ConfigError(f"{source}: field {section}.{name} = {value!r} must be finite")
+            if rule is None:
+                continue
+            ok, what = ((rule.check(value), rule.description) if isinstance(rule, Rule)
+                        else (value in rule, f"one of {sorted(rule)}"))
+            if not ok:
                 raise ConfigError(f"{source}: field {section}.{name} = {value!r} must be {what}")
     return config

@@ -25,29 +25,3 @@ def training_curves(path, metrics):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def double_well(out_dir, metrics, density_grid, density_target, x, learned, true, region):
-    """density.png, potential.png and training.png for the double-well experiment."""
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    ax.plot(density_grid, density_target, "k-", label="target")
-    if metrics:
-        ax.plot(density_grid, metrics[-1]["predictions"]["density"], "r--", label="learned (last update)")
-        ax.plot(density_grid, metrics[0]["predictions"]["density"], ":", color="gray", label="initial")
-    ax.set_xlabel("x")
-    ax.set_ylabel("density")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "density.png", dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    ax.plot(x, true, "k-", label="U_DW")
-    ax.plot(x, np.where(region, learned, np.nan), "r--", label="learned spline + prior (shifted)")
-    ax.set_ylim(true[region].min() - 1, true[region].max() + 3)
-    ax.set_xlabel("x")
-    ax.set_ylabel("U / kT")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "potential.png", dpi=120)
-    plt.close(fig)
-    training_curves(out_dir / "training.png", metrics)

@@ -8,6 +8,11 @@ One update (Thaler & Zavadlav 2021, and docs in ../shared paper-setup section 1)
   3. loss = sum_k gamma_k mean((<O_k>_theta - target_k)^2) with reweighted averages;
      its gradient by reverse-mode AD through the weights and the observables
      (nothing of the MD is differentiated);
+What does not depend on the parameters is computed once per reference trajectory
+(``difftre.states``): the states with their neighbour lists, the per-state values
+of fixed observables (RDF, ADF, density), and a model's per-state features where
+the model splits its energy into features and a cheap function of parameters and
+features (the linear spline model: reweighting is then a dot product per state).
   4. optimiser step, log, checkpoint.
 
 A trajectory that blows up while sampling with new parameters is not kept: the
@@ -20,7 +25,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,21 +36,40 @@ from tqdm.auto import tqdm
 from difftre import checkpoint, md
 from difftre.observables.averages import weighted_average
 from difftre.reweighting import effective_sample_size, map_states, reweighting_weights
+from difftre.states import stored_states
+
+
+def _identity(averages):
+    return averages
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """An observable O(positions, box, params) -> array, its target value and loss weight gamma.
+    """A reweighted observable, its target value and loss weight gamma.
 
-    depends_on_params=False (density, RDF, ADF): O is evaluated once per reference
-    trajectory and only the weights carry the parameter dependence; True (pressure,
-    stress, stiffness): O is re-evaluated inside the differentiated loss.
+    Per stored state S_i, ``features(S_i)`` is computed once per reference trajectory
+    (parameter-independent; on states with a neighbour list for ``cutoff`` nm, or none
+    when 0) and ``observable(params, f_i)`` inside the differentiated loss. The
+    prediction is ``combine(sum_i w_i observable(params, f_i))`` (``combine`` turns
+    several averages into one prediction, e.g. the stiffness fluctuation formula).
+
+    - fixed observables (density, RDF, ADF): ``features`` only; the prediction is
+      sum_i w_i features(S_i) and only the weights carry the parameters;
+    - parameter-dependent ones (pressure, stress): ``observable(params, state)`` on the
+      stored states (with the potential's neighbour list), ``features`` None;
+    - both, for models with a linear form (pressure from per-state virial features).
     """
     name: str
-    observable: Callable
     target: np.ndarray
     gamma: float = 1.0
-    depends_on_params: bool = False
+    observable: Optional[Callable] = None
+    features: Optional[Callable] = None
+    cutoff: float = 0.0
+    combine: Callable = _identity
+
+    def __post_init__(self):
+        if self.observable is None and self.features is None:
+            raise ValueError(f"target {self.name!r} needs an observable, per-state features or both")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +87,7 @@ class SamplingConfig:
     skin: float = 0.0
     dtype: type = np.float64
     device: str = "cpu"
+    record_velocities: bool = False
 
     def __post_init__(self):
         if self.device not in ("cpu", "cuda"):
@@ -75,10 +100,11 @@ class TrainingState:
     opt_state: object
     sampler_state: md.MDState
     sampling_params: object          # theta-hat of the reference trajectory
-    positions: np.ndarray            # reference trajectory (n_frames, N, dim)
+    states: object                   # reference trajectory: models.state.State stack (n_frames, ...)
     reference_energies: np.ndarray   # U_theta-hat of each stored state (JAX code path)
     update: int = 0
     step_scale: float = 1.0          # halved after each blow-up
+    wall_time_s: float = 0.0         # training time so far, over all resumed runs
 
 
 class BlowUpError(RuntimeError):
@@ -106,25 +132,21 @@ class Trainer:
         self.resample_threshold = resample_threshold
         self.max_blow_up_retries = max_blow_up_retries
         self.chunk_size = chunk_size
-        box_jax = jnp.asarray(self.box)
+        energy = potential.energy if potential.features is None else potential.energy_from_features
 
-        def energies(params, positions):
-            return map_states(lambda x: potential.energy(params, x, box_jax), positions, chunk_size)
+        def energies(params, model_inputs):
+            return map_states(lambda f: energy(params, f), model_inputs, chunk_size)
 
-        def fixed_observables(positions):
-            """Per-state values of the parameter-independent observables (no gradient needed)."""
-            return {t.name: map_states(lambda x, t=t: t.observable(x, box_jax, None), positions, chunk_size)
-                    for t in self.targets if not t.depends_on_params}
-
-        def loss(params, positions, reference_energies, fixed_values):
-            weights = reweighting_weights(energies(params, positions), reference_energies, self.kT)
+        def loss(params, model_inputs, reference_energies, target_inputs):
+            weights = reweighting_weights(energies(params, model_inputs), reference_energies, self.kT)
             parts, predictions = {}, {}
             for t in self.targets:
-                if t.depends_on_params:
-                    predictions[t.name] = weighted_average(lambda x, t=t: t.observable(x, box_jax, params),
-                                                           positions, weights, chunk_size)
+                inputs = target_inputs[t.name]
+                if t.observable is None:
+                    averages = jax.tree.map(lambda v: jnp.tensordot(weights, v, axes=1), inputs)
                 else:
-                    predictions[t.name] = jnp.tensordot(weights, fixed_values[t.name], axes=1)
+                    averages = weighted_average(lambda f, t=t: t.observable(params, f), inputs, weights, chunk_size)
+                predictions[t.name] = t.combine(averages)
                 parts[t.name] = t.gamma * jnp.mean((predictions[t.name] - t.target) ** 2)
             return sum(parts.values()), (parts, predictions, effective_sample_size(weights))
 
@@ -133,7 +155,9 @@ class Trainer:
             return optax.apply_updates(params, jax.tree.map(lambda u: u * step_scale, updates)), opt_state
 
         self._optimizer_step = jax.jit(optimizer_step)
-        self._fixed_observables = jax.jit(fixed_observables)
+        self._per_state = {t.name: jax.jit(jax.vmap(t.features)) for t in self.targets if t.features is not None}
+        if potential.features is not None:
+            self._per_state[None] = jax.jit(jax.vmap(potential.features))
         self._energies = jax.jit(energies)
         self._n_eff = jax.jit(lambda p, x, e: effective_sample_size(reweighting_weights(energies(p, x), e, self.kT)))
         self._value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
@@ -151,12 +175,29 @@ class Trainer:
 
     def warm_up(self, state):
         """Compile the JAX functions now, so per-update wall times do not include compilation."""
-        jax.block_until_ready(self._n_eff(state.params, state.positions, state.reference_energies))
-        self._fixed_values = self._fixed_observables(state.positions)
+        jax.block_until_ready(self._n_eff(state.params, self._model_inputs, state.reference_energies))
         jax.block_until_ready(self._optimizer_step(jax.tree.map(jnp.zeros_like, state.params), state.opt_state,
                                                    state.params, state.step_scale))
-        jax.block_until_ready(self._value_and_grad(state.params, state.positions, state.reference_energies,
-                                                   self._fixed_values))
+        jax.block_until_ready(self._value_and_grad(state.params, self._model_inputs, state.reference_energies,
+                                                   self._target_inputs))
+
+    def _precompute(self, states):
+        """Everything per trajectory that does not depend on the parameters: the model's inputs (its
+        features, or the states themselves) and each target's per-state features."""
+        positions, box = np.asarray(states.positions), self.box
+        velocities = None if states.velocities is None else np.asarray(states.velocities)
+
+        def per_state(key, cutoff):
+            chunk = len(positions) if self.chunk_size is None else self.chunk_size
+            parts = [self._per_state[key](stored_states(positions[a:a + chunk], box, cutoff,
+                                                        None if velocities is None else velocities[a:a + chunk]))
+                     for a in range(0, len(positions), chunk)]
+            return jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
+
+        potential = self.potential
+        self._model_inputs = states if potential.features is None else per_state(None, potential.cutoff)
+        self._target_inputs = {t.name: states if t.features is None else per_state(t.name, t.cutoff)
+                               for t in self.targets}
 
     def _sampler(self, params):
         s = self.sampling
@@ -169,24 +210,31 @@ class Trainer:
             from difftre import md_cuda
             gpu = md_cuda.CudaSampler(self.potential.force_field(params), s.integrator, skin=s.skin, dtype=s.dtype)
             trajectory, gpu_state = gpu.run(gpu.continue_from([state.sampler_state]), s.n_equilibration,
-                                            s.n_frames, s.stride)
+                                            s.n_frames, s.stride, record_velocities=s.record_velocities)
             positions, sampler_state = trajectory.positions[0], gpu_state.replica(0, self._sampler(params))
+            velocities = trajectory.velocities[0] if s.record_velocities else None
         else:
             trajectory, sampler_state = self._sampler(params).run(copy.deepcopy(state.sampler_state),
-                                                                  s.n_equilibration, s.n_frames, s.stride)
-            positions = trajectory.positions
+                                                                  s.n_equilibration, s.n_frames, s.stride,
+                                                                  record_velocities=s.record_velocities)
+            positions, velocities = trajectory.positions, trajectory.velocities
         state.sampler_state = sampler_state
-        state.positions = jax.device_put(positions)
+        self._store(state, params, positions, velocities)
+
+    def _store(self, state, params, positions, velocities, reference_energies=None):
+        """Make `positions` (and velocities) the reference trajectory of `params`."""
+        state.states = stored_states(positions, self.box, self.potential.cutoff, velocities)
+        self._precompute(state.states)
         state.sampling_params = params
-        state.reference_energies = self._energies(params, state.positions)
-        self._fixed_values = self._fixed_observables(state.positions)
+        state.reference_energies = (self._energies(params, self._model_inputs) if reference_energies is None
+                                    else jnp.asarray(reference_energies))
 
     # ------------------------------------------------------------------ update
 
     def update(self, state):
         """One DiffTRe update in place; returns the metrics dict of this update."""
         start = time.perf_counter()
-        n_eff = float(self._n_eff(state.params, state.positions, state.reference_energies))
+        n_eff = float(self._n_eff(state.params, self._model_inputs, state.reference_energies))
         resampled = state.update > 0 and n_eff < self.resample_threshold * self.sampling.n_frames
         sampling_time = 0.0
         if resampled:
@@ -194,7 +242,7 @@ class Trainer:
             sampling_time = time.perf_counter() - start
         gradient_start = time.perf_counter()
         (loss, (parts, predictions, n_eff_after)), grads = self._value_and_grad(
-            state.params, state.positions, state.reference_energies, self._fixed_values)
+            state.params, self._model_inputs, state.reference_energies, self._target_inputs)
         loss = float(loss)
         bad = [k for k, g in enumerate(jax.tree.leaves(grads)) if not np.all(np.isfinite(np.asarray(g)))]
         if not np.isfinite(loss) or bad:
@@ -225,6 +273,14 @@ class Trainer:
                 state.step_scale *= 0.5
                 tqdm.write(message + f"; retrying with half the step (scale {state.step_scale:g})")
 
+    def stored_trajectory(self, state):
+        """The current reference trajectory as an md.Trajectory (for writing it to a file)."""
+        states = state.states
+        n = states.positions.shape[0]
+        velocities = np.empty((0,)) if states.velocities is None else np.asarray(states.velocities)
+        return md.Trajectory(np.asarray(states.positions), velocities, np.asarray(state.reference_energies),
+                             np.zeros(n), np.zeros((n,) + 2 * states.positions.shape[-1:]), self.box)
+
     # ------------------------------------------------------------------ persistence
 
     def save(self, state, path):
@@ -232,12 +288,13 @@ class Trainer:
         checkpoint.save(
             path,
             trees={"params": state.params, "opt_state": state.opt_state, "sampling_params": state.sampling_params},
-            arrays={"positions": state.positions, "reference_energies": state.reference_energies,
+            arrays={"positions": state.states.positions, "reference_energies": state.reference_energies,
+                    **({} if state.states.velocities is None else {"velocities": state.states.velocities}),
                     "md/positions": s.positions, "md/velocities": s.velocities, "md/masses": s.masses,
                     "md/box": s.box, "md/thermostat": s.thermostat, "md/nbr_idx": s.nbr_idx,
                     "md/nbr_count": s.nbr_count, "md/reference_positions": s.reference_positions},
             meta={"update": state.update, "step_scale": state.step_scale, "md_seed": s.seed, "md_step": s.step,
-                  "md_dof": s.dof})
+                  "md_dof": s.dof, "wall_time_s": state.wall_time_s})
 
     def load(self, path, params_template):
         """Training state from a checkpoint; the templates come from the same model and optimiser."""
@@ -248,24 +305,28 @@ class Trainer:
                                    arrays["md/box"], arrays["md/thermostat"], meta["md_seed"], meta["md_step"],
                                    meta["md_dof"], arrays["md/nbr_idx"], arrays["md/nbr_count"],
                                    arrays["md/reference_positions"])
-        state = TrainingState(trees["params"], trees["opt_state"], sampler_state, trees["sampling_params"],
-                              arrays["positions"], arrays["reference_energies"], meta["update"], meta["step_scale"])
+        state = TrainingState(trees["params"], trees["opt_state"], sampler_state, None, None, None,
+                              meta["update"], meta["step_scale"], meta.get("wall_time_s", 0.0))
+        self._store(state, trees["sampling_params"], arrays["positions"], arrays.get("velocities"),
+                    arrays["reference_energies"])
         self.warm_up(state)
         return state
 
 
 def train(trainer, state, n_updates, out_dir, checkpoint_name="checkpoint.npz", progress=True):
     """Run updates until state.update == n_updates; append metrics to out_dir/metrics.jsonl and
-    checkpoint after every update. Returns the state."""
+    checkpoint after every update (state.wall_time_s adds the time spent). Returns the state."""
     os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
     _truncate_metrics(metrics_path, state.update)
     bar = tqdm(total=n_updates, initial=state.update, disable=not progress, desc="DiffTRe", unit="update")
     with open(metrics_path, "a") as log:
         while state.update < n_updates:
+            start = time.perf_counter()
             metrics = trainer.update(state)
             log.write(json.dumps(metrics) + "\n")
             log.flush()
+            state.wall_time_s += time.perf_counter() - start
             trainer.save(state, os.path.join(out_dir, checkpoint_name))
             bar.set_postfix(loss=f"{metrics['loss']:.3g}", n_eff=f"{metrics['n_eff_before']:.0f}",
                             resampled=metrics["resampled"])
@@ -275,10 +336,15 @@ def train(trainer, state, n_updates, out_dir, checkpoint_name="checkpoint.npz", 
 
 
 def _truncate_metrics(path, n_updates):
-    """Keep the first n_updates lines of a metrics file (resuming after the last checkpoint)."""
+    """Keep the first n_updates lines of a metrics file (resuming after the last checkpoint); the
+    shortened file replaces the old one atomically, so an interrupt loses no row."""
     if not os.path.exists(path):
         return
     with open(path) as handle:
         lines = handle.readlines()[:n_updates]
-    with open(path, "w") as handle:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
         handle.writelines(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)

@@ -51,3 +51,34 @@ def identity_deformation(state):
     """The (dim, dim) identity in the state's precision."""
     dim = state.positions.shape[-1]
     return jnp.eye(dim, dtype=state.positions.dtype)
+
+
+def neighbors_within(state, cutoff, capacity):
+    """Narrow ``state.neighbors`` (or all pairs when it is None) to the pairs closer than ``cutoff``.
+
+    Jit-safe: the output has the static shape (N, capacity), the kept neighbours
+    first in their original order, padded with N. Distances are minimum-image
+    (and deformed when the state has a deformation).
+
+    Returns:
+      (neighbors (N, capacity) int32, needed) with ``needed`` the largest number of
+      neighbours within ``cutoff`` of any particle: the list overflowed, and must be
+      rebuilt with ``capacity >= needed`` (``difftre.states.narrowed`` does), when
+      needed > capacity.
+    """
+    positions, box = state.positions, state.box
+    n = positions.shape[0]
+    candidates = (jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n, n)) if state.neighbors is None
+                  else state.neighbors)
+    real = (candidates < n) & (candidates != jnp.arange(n)[:, None])
+    dr = positions[:, None, :] - positions[jnp.where(real, candidates, 0)]
+    dr = dr - box * jnp.round(dr / box)
+    if state.deformation is not None:
+        dr = dr @ state.deformation.T
+    within = real & (jnp.sum(dr * dr, axis=-1) < cutoff * cutoff)
+    slots = jnp.arange(candidates.shape[1])
+    order = jnp.argsort(jnp.where(within, slots, candidates.shape[1] + slots), axis=1)[:, :capacity]
+    kept = jnp.take_along_axis(jnp.where(within, candidates, n), order, axis=1)
+    if kept.shape[1] < capacity:
+        kept = jnp.pad(kept, ((0, 0), (0, capacity - kept.shape[1])), constant_values=n)
+    return kept.astype(jnp.int32), jnp.max(jnp.sum(within, axis=1))

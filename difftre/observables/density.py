@@ -7,7 +7,7 @@ from jax.scipy.stats import norm
 from difftre.observables.geometry import check_orthorhombic, minimum_image
 
 
-def density_profile(positions, box, grid, sigma=0.01, axis=0):
+def density_profile(state, grid, sigma=0.01, axis=0):
     """Normalised density along one axis, each particle smeared by a Gaussian.
 
     rho(x_g) = (1/N) sum_i G_sigma(x_g - x_i), with x_g - x_i taken as the
@@ -17,8 +17,7 @@ def density_profile(positions, box, grid, sigma=0.01, axis=0):
     sigma = 0.01, box length 1.
 
     Args:
-      positions: (N, dim) (unwrapped allowed).
-      box: (dim,) edge lengths.
+      state: ``State`` with positions (N, dim) (unwrapped allowed) and box (dim,).
       grid: (G,) points along ``axis`` where the density is evaluated.
       sigma: Gaussian width, same length unit as positions.
       axis: Cartesian axis of the profile.
@@ -26,23 +25,25 @@ def density_profile(positions, box, grid, sigma=0.01, axis=0):
     Returns:
       (G,) density in 1/length.
     """
+    positions, box = state.positions, state.box
     check_orthorhombic(box)
     dx = minimum_image(grid[:, None] - positions[None, :, axis], box[axis:axis + 1])
     return jnp.mean(norm.pdf(dx, scale=sigma), axis=1)
 
 
-def density_profile_uniform(positions, length, n_points, sigma=0.01, axis=0, window=8.0):
+def density_profile_uniform(state, length, n_points, sigma=0.01, axis=0, window=8.0):
     """`density_profile` on the uniform grid x_g = g L / (n_points - 1), g = 0..n_points-1, summing
     each particle's Gaussian only over grid points within `window` sigma (the rest is below
     exp(-window^2 / 2) = 1e-14 relative for the default): the same values at a fraction of the cost.
 
     Args:
-      positions: (N, dim); length: the box edge L along `axis` (a Python float: it fixes the
+      state: ``State`` with positions (N, dim); length: the box edge L along `axis` (a Python float: it fixes the
         window size at trace time); n_points: grid points on [0, L] (both ends included).
 
     Returns:
       (n_points,) density in 1/length.
     """
+    positions = state.positions
     length = float(length)
     spacing = length / (n_points - 1)
     half = int(math.ceil(window * sigma / spacing))

@@ -27,33 +27,33 @@ from difftre.observables.geometry import volume
 from difftre.observables.stress import strained_energy, zero_strain
 
 
-def born_terms(energy_fn, positions, box, neighbors=None):
+def born_terms(energy, params, state):
     """Per-state inputs of the stress-fluctuation formula.
 
     Args:
-      energy_fn: energy_fn(positions, box, neighbors, deformation) -> U (kJ/mol).
-      positions: (N, dim) nm; box: (dim,) nm; neighbors: passed to energy_fn.
+      energy: energy(params, state) -> U (kJ/mol), on the strain contract of ``stress.py``.
+      params: the model's parameters; state: ``State`` (positions (N, dim) nm, box (dim,) nm).
 
     Returns:
       dict with "stress" sigma^B (dim, dim), "stress_product"
       sigma^B_ij sigma^B_kl (dim,)*4 and "stiffness" C^B (dim,)*4, kJ mol^-1 nm^-3.
     """
-    grad = jax.grad(strained_energy(energy_fn, positions, box, neighbors))
+    grad = jax.grad(strained_energy(energy, params, state))
 
     def grad_twice(eps):
         value = grad(eps)
         return value, value
 
-    hessian, dU = jax.jacfwd(grad_twice, has_aux=True)(zero_strain(positions))
-    v = volume(box)
+    hessian, dU = jax.jacfwd(grad_twice, has_aux=True)(zero_strain(state))
+    v = volume(state.box)
     stress = dU / v
     return {"stress": stress, "stress_product": jnp.einsum("ij,kl->ijkl", stress, stress),
             "stiffness": hessian / v}
 
 
-def born_stiffness(energy_fn, positions, box, neighbors=None):
+def born_stiffness(energy, params, state):
     """Born stiffness C^B = (1/V) d^2U/deps deps at eps = 0, (dim,)*4 kJ mol^-1 nm^-3."""
-    return born_terms(energy_fn, positions, box, neighbors)["stiffness"]
+    return born_terms(energy, params, state)["stiffness"]
 
 
 def fluctuation_stiffness(averages, box, kT, n_particles):

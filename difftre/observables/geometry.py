@@ -4,8 +4,8 @@ Conventions (docs/DESIGN.md): positions (N, dim) in nm, possibly unwrapped;
 box (dim,) orthorhombic edge lengths; displacement r_ij = r_i - r_j reduced to
 the minimum image; dense neighbour list (N, capacity) int32 padded with N.
 
-``deformation`` (dim, dim), where accepted, multiplies every minimum-image
-displacement: dr' = deformation @ dr. This is how observables take strain
+Observables take a ``difftre.models.state.State``; its ``deformation`` (dim, dim),
+when set, multiplies every minimum-image displacement: dr' = deformation @ dr. This is how observables take strain
 derivatives of an energy at fixed fractional coordinates (see ``stress.py``).
 """
 import jax.numpy as jnp
@@ -30,26 +30,26 @@ def all_pairs(n):
     return jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n, n))
 
 
-def neighbor_displacements(positions, box, neighbors=None, deformation=None):
+def neighbor_displacements(state):
     """Displacements from each particle to its listed neighbours.
 
     Args:
-      positions: (N, dim) nm.
-      box: (dim,) nm.
-      neighbors: dense list (N, capacity) padded with N; None means all pairs.
-      deformation: optional (dim, dim) matrix applied to each minimum-image vector.
+      state: ``difftre.models.state.State``: positions (N, dim) nm, box (dim,) nm,
+        neighbors (N, capacity) dense list padded with N (None: all pairs) and an
+        optional deformation (dim, dim) applied to each minimum-image vector.
 
     Returns:
       dr: (N, capacity, dim) with dr[i, k] = r_i - r_{neighbors[i, k]} (minimum
         image, deformed); padded slots hold a dummy finite vector.
       mask: (N, capacity) bool, True for real neighbours (not padding, not i itself).
     """
+    positions, box = state.positions, state.box
     check_orthorhombic(box)
     n = positions.shape[0]
-    neighbors = all_pairs(n) if neighbors is None else neighbors
+    neighbors = all_pairs(n) if state.neighbors is None else state.neighbors
     mask = (neighbors < n) & (neighbors != jnp.arange(n)[:, None])
     dr = minimum_image(positions[:, None, :] - positions[jnp.where(mask, neighbors, 0)], box)
-    return deform(dr, deformation), mask
+    return deform(dr, state.deformation), mask
 
 
 def safe_norm(dr, mask):

@@ -6,7 +6,7 @@ from difftre.observables.geometry import neighbor_displacements, safe_norm
 from difftre.observables.structure import neighbor_pairs
 
 
-def tetrahedral_order_parameters(positions, box, neighbors=None):
+def tetrahedral_order_parameters(state):
     """Per-molecule q_i = 1 - 3/8 sum_{j<k} (cos psi_jik + 1/3)^2 over i's 4 nearest neighbours.
 
     The 4 nearest neighbours are the closest entries of i's dense neighbour
@@ -14,8 +14,8 @@ def tetrahedral_order_parameters(positions, box, neighbors=None):
     has no defined q_i: it is reported invalid and its q_i must not be used.
 
     Args:
-      positions: (N, 3) nm; box: (3,) nm.
-      neighbors: dense full list (N, capacity >= 4) padded with N; None: all pairs.
+      state: ``State`` with positions (N, 3) nm, box (3,) nm and neighbors, a dense
+        full list (N, capacity >= 4) padded with N (None: all pairs).
 
     Returns:
       q: (N,) values (1 for a perfect tetrahedron, 0 on average for an ideal gas).
@@ -24,7 +24,7 @@ def tetrahedral_order_parameters(positions, box, neighbors=None):
     Raises:
       ValueError: if the list has fewer than 4 columns.
     """
-    dr, mask = neighbor_displacements(positions, box, neighbors)
+    dr, mask = neighbor_displacements(state)
     if dr.shape[1] < 4:
         raise ValueError(f"the tetrahedral order parameter needs neighbour-list capacity >= 4, got {dr.shape[1]}")
     r = jnp.where(mask, safe_norm(dr, mask), jnp.inf)
@@ -36,7 +36,7 @@ def tetrahedral_order_parameters(positions, box, neighbors=None):
     return 1.0 - 0.375 * jnp.sum((cos + 1.0 / 3.0) ** 2, axis=1), valid
 
 
-def tetrahedral_order(positions, box, neighbors=None):
+def tetrahedral_order(state):
     """Mean q over molecules with 4 neighbours (invalid ones excluded); NaN if none is valid."""
-    q, valid = tetrahedral_order_parameters(positions, box, neighbors)
+    q, valid = tetrahedral_order_parameters(state)
     return jnp.sum(jnp.where(valid, q, 0.0)) / jnp.sum(valid)

@@ -2,17 +2,13 @@
 
 Energy contract
 ---------------
-Strain-dependent observables take ``energy_fn(positions, box, neighbors,
-deformation)`` (``neighbors`` is passed through untouched: a dense list, a
-graph pytree or None), returning the potential energy U (kJ/mol) of the configuration
-in which every minimum-image displacement vector dr = r_i - r_j (computed from
-``positions`` in ``box``) is replaced by ``deformation @ dr``. With
-``deformation = I`` this is the ordinary energy. An energy built only from
-minimum-image displacements (pair, angular, message-passing models) meets the
-contract by applying the matrix right after its minimum-image step, e.g.
-``dr = geometry.minimum_image(r_i - r_j, box) @ deformation.T``
-(``geometry.neighbor_displacements`` does this). Energies that depend on
-absolute positions (external fields) have no strain derivative here.
+Strain-dependent observables take a model ``energy(params, state)`` (kJ/mol) on
+the state contract of ``difftre.models.state``: the energy of a state whose
+``deformation`` is F is that of the configuration in which every minimum-image
+displacement dr = r_i - r_j is replaced by F dr. Energies built from
+minimum-image displacements (pair, angular, spline, message-passing models and
+the priors) meet it through ``models.geometry.neighbor_distances``. Energies that
+depend on absolute positions (external fields) have no strain derivative here.
 
 Strain
 ------
@@ -37,6 +33,7 @@ Units: nm, ps, u, kJ/mol; stress and pressure in kJ mol^-1 nm^-3
 import jax
 import jax.numpy as jnp
 
+from difftre.models.state import deformed
 from difftre.observables.geometry import volume
 
 
@@ -46,21 +43,21 @@ def strain_deformation(eps):
     return jnp.eye(eps.shape[0], dtype=eps.dtype) + eta - 0.5 * eta @ eta
 
 
-def strained_energy(energy_fn, positions, box, neighbors=None):
+def strained_energy(energy, params, state):
     """The function eps (dim, dim) -> U of the state strained by eps (see module docstring)."""
-    return lambda eps: energy_fn(positions, box, neighbors, strain_deformation(eps))
+    return lambda eps: energy(params, deformed(state, strain_deformation(eps)))
 
 
-def zero_strain(positions):
-    """eps = 0 in the dtype of ``positions``."""
-    dim = positions.shape[1]
-    return jnp.zeros((dim, dim), dtype=positions.dtype)
+def zero_strain(state):
+    """eps = 0 (dim, dim) in the dtype of the state's positions."""
+    dim = state.positions.shape[1]
+    return jnp.zeros((dim, dim), dtype=state.positions.dtype)
 
 
-def born_stress(energy_fn, positions, box, neighbors=None):
+def born_stress(energy, params, state):
     """Born (configurational) stress sigma^B = (1/V) dU/deps at eps = 0, (dim, dim) kJ mol^-1 nm^-3."""
-    dU = jax.grad(strained_energy(energy_fn, positions, box, neighbors))(zero_strain(positions))
-    return dU / volume(box)
+    dU = jax.grad(strained_energy(energy, params, state))(zero_strain(state))
+    return dU / volume(state.box)
 
 
 def kinetic_tensor(velocities, masses):
@@ -69,37 +66,35 @@ def kinetic_tensor(velocities, masses):
     return jnp.einsum("i,ia,ib->ab", masses, velocities, velocities)
 
 
-def stress_tensor(energy_fn, positions, box, neighbors=None, velocities=None, masses=None, kT=None):
+def stress_tensor(energy, params, state, masses=None, kT=None):
     """Instantaneous stress sigma = -(1/V) K + (1/V) dU/deps, (dim, dim) kJ mol^-1 nm^-3.
 
-    The kinetic tensor K is sum_i m_i v_i (x) v_i when ``velocities`` (and
-    ``masses``) are given, the velocities used as given (remove a centre-of-mass
+    The kinetic tensor K is sum_i m_i v_i (x) v_i when the state has
+    ``velocities`` (and ``masses`` are given), the velocities used as given (remove a centre-of-mass
     drift beforehand if wanted). Without velocities K = N kT I, its canonical
     average (equipartition), which gives the same ensemble average with less
     noise.
 
     Args:
-      energy_fn: energy_fn(positions, box, neighbors, deformation) -> U (kJ/mol).
-      positions: (N, dim) nm.
-      box: (dim,) nm.
-      neighbors: passed through to ``energy_fn`` unchanged (dense list, graph
-        pytree or None).
-      velocities: (N, dim) nm/ps, or None.
+      energy: energy(params, state) -> U (kJ/mol).
+      params: the model's parameters (differentiated through when the stress is a target).
+      state: ``State``; its velocities (N, dim) nm/ps, or None.
       masses: scalar or (N,) u; required with velocities.
       kT: kJ/mol; required without velocities.
     """
-    if velocities is None:
+    n, dim = state.positions.shape
+    if state.velocities is None:
         if kT is None:
-            raise ValueError("stress_tensor needs velocities and masses, or kT")
-        kin = positions.shape[0] * kT * jnp.eye(positions.shape[1], dtype=positions.dtype)
+            raise ValueError("stress_tensor needs a state with velocities and masses, or kT")
+        kin = n * kT * jnp.eye(dim, dtype=state.positions.dtype)
     else:
         if masses is None:
             raise ValueError("stress_tensor needs masses together with velocities")
-        kin = kinetic_tensor(velocities, masses)
-    return born_stress(energy_fn, positions, box, neighbors) - kin / volume(box)
+        kin = kinetic_tensor(state.velocities, masses)
+    return born_stress(energy, params, state) - kin / volume(state.box)
 
 
-def pressure(energy_fn, positions, box, neighbors=None, velocities=None, masses=None, kT=None):
+def pressure(energy, params, state, masses=None, kT=None):
     """Instantaneous pressure -tr(sigma)/dim (kJ mol^-1 nm^-3); arguments as ``stress_tensor``."""
-    sigma = stress_tensor(energy_fn, positions, box, neighbors, velocities, masses, kT)
-    return -jnp.trace(sigma) / positions.shape[1]
+    sigma = stress_tensor(energy, params, state, masses, kT)
+    return -jnp.trace(sigma) / state.positions.shape[1]

@@ -43,7 +43,7 @@ def _default_sigma(centers, sigma):
     return centers[1] - centers[0] if sigma is None else sigma
 
 
-def rdf(positions, box, neighbors, centers, sigma=None):
+def rdf(state, centers, sigma=None):
     """Smoothed radial distribution function g(r) of one state.
 
     g(r_b) = V / (N (N - 1)) * sum_{i != j} G_sigma(r_b - r_ij) / S(r_b), with
@@ -52,21 +52,23 @@ def rdf(positions, box, neighbors, centers, sigma=None):
     (padding masked); its cut-off must exceed the last bin centre by a few
     sigma, or the last bins miss pairs just beyond it.
 
+    With a neighbour list this costs O(N k) for k listed neighbours; without one
+    (``state.neighbors`` None) every pair, O(N^2).
+
     Args:
-      positions: (N, dim) nm.
-      box: (dim,) nm.
-      neighbors: dense full list (N, capacity) padded with N; None: all pairs.
+      state: ``State`` (positions (N, dim) nm, box (dim,) nm, neighbors: dense
+        full list (N, capacity) padded with N, or None for all pairs).
       centers: (B,) bin centres (nm), e.g. ``bin_centers(0, 1, 300)``.
       sigma: smoothing width (nm); default one bin width.
 
     Returns:
       (B,) dimensionless g(r).
     """
-    n, dim = positions.shape
-    dr, mask = neighbor_displacements(positions, box, neighbors)
+    n, dim = state.positions.shape
+    dr, mask = neighbor_displacements(state)
     hist = smoothed_histogram(safe_norm(dr, mask), mask, centers, _default_sigma(centers, sigma))
     sphere = 2 * math.pi ** (dim / 2) / math.gamma(dim / 2) * centers ** (dim - 1)
-    return volume(box) / (n * (n - 1)) * hist / sphere
+    return volume(state.box) / (n * (n - 1)) * hist / sphere
 
 
 def triplet_angles(a, b, valid):
@@ -87,7 +89,7 @@ def neighbor_pairs(capacity):
     return np.triu_indices(capacity, 1)
 
 
-def adf(positions, box, neighbors, centers, sigma=None, r_cut=0.318, cutoff_width=0.005):
+def adf(state, centers, sigma=None, r_cut=0.318, cutoff_width=0.005):
     """Smoothed angular distribution function P(theta) of one state.
 
     Triplets j-i-k (i the vertex, j != k from i's neighbour list) contribute a
@@ -96,12 +98,12 @@ def adf(positions, box, neighbors, centers, sigma=None, r_cut=0.318, cutoff_widt
     r_cut, 1/2 at r_cut, ~0 beyond r_cut + 3 cutoff_width. The result is
     normalised so that sum_b P(theta_b) dtheta = 1 over [0, pi]; it is NaN for a
     state without any triplet. The neighbour list must contain all pairs out to
-    r_cut + ~4 cutoff_width.
+    r_cut + ~4 cutoff_width (``adf_list_cutoff``). With k listed neighbours per
+    particle it costs O(N k^2); without a list (all pairs) O(N^3).
 
     Args:
-      positions: (N, dim) nm.
-      box: (dim,) nm.
-      neighbors: dense full list (N, capacity) padded with N; None: all pairs.
+      state: ``State`` (positions (N, dim) nm, box (dim,) nm, neighbors: dense
+        full list (N, capacity) padded with N, or None for all pairs).
       centers: (B,) equally spaced bin centres in [0, pi], e.g.
         ``bin_centers(0, np.pi, 200)``.
       sigma: angular smoothing width (rad); default one bin width.
@@ -111,13 +113,24 @@ def adf(positions, box, neighbors, centers, sigma=None, r_cut=0.318, cutoff_widt
     Returns:
       (B,) P(theta) in 1/rad.
     """
-    dr, mask = neighbor_displacements(positions, box, neighbors)
+    dr, mask = neighbor_displacements(state)
     leg = jnp.where(mask, norm.cdf(r_cut - safe_norm(dr, mask), scale=cutoff_width), 0.0)
     a, b = neighbor_pairs(dr.shape[1])
     theta = triplet_angles(dr[:, a], dr[:, b], mask[:, a] & mask[:, b])
     sigma = _default_sigma(centers, sigma)
     hist = smoothed_histogram(theta, leg[:, a] * leg[:, b], centers, sigma)
     return hist / (jnp.sum(hist) * (centers[1] - centers[0]))
+
+
+def adf_list_cutoff(r_cut=0.318, cutoff_width=0.005):
+    """Neighbour-list cut-off (nm) that holds every leg with a cut-off weight above 1e-15 (8 widths)."""
+    return r_cut + 8.0 * cutoff_width
+
+
+def rdf_list_cutoff(centers, sigma=None):
+    """Neighbour-list cut-off (nm) that holds every pair whose Gaussian reaches the last bin above
+    1e-15 of its peak (8 sigma beyond the last centre)."""
+    return float(centers[-1] + 8.0 * _default_sigma(centers, sigma))
 
 
 def _data_file(name):

@@ -4,10 +4,7 @@ Paper-setup section 3. Reduced units (kT = 1, box length 1, mass 1). Run with
 ``difftre run double-well --out DIR``; the default configuration is
 ``config.toml`` beside this file.
 """
-import json
-import os
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
@@ -16,28 +13,29 @@ import optax
 from scipy import integrate
 
 from difftre import md
-from difftre.config import load_config, non_negative, positive
+from difftre.config import Rule, in_range, non_negative, positive
 from difftre.models.spline import SplineGrid, init_spline, roughness
 from difftre.optim import add_penalty_gradient
 from difftre.observables.density import density_profile_uniform
 from difftre.potential import external_spline_with_harmonic_prior, learned_external_profile
-from difftre.trainer import SamplingConfig, Target, Trainer, train
+from difftre.runner import Experiment
+from difftre.trainer import SamplingConfig, Target, Trainer
 
 DEFAULT_CONFIG = pathlib.Path(__file__).with_name("config.toml")
 SCHEMA = {
     "system": {"n_particles": (int, positive), "box_length": (float, positive), "mass": (float, positive),
                "kT": (float, positive), "seed": (int, non_negative)},
-    "target": {"grid_points": (int, lambda n: n >= 2), "smoothing": (float, positive)},
-    "model": {"control_points": (int, lambda n: n >= 4), "basis": (str, {"natural", "bspline"}),
+    "target": {"grid_points": (int, Rule(lambda n: n >= 2, ">= 2")), "smoothing": (float, positive)},
+    "model": {"control_points": (int, Rule(lambda n: n >= 4, ">= 4")), "basis": (str, {"natural", "bspline"}),
               "init_scale": (float, non_negative),
               "prior_k": (float, positive), "prior_center": (float, None)},
     "sampling": {"integrator": (str, {"langevin"}), "dt": (float, positive), "friction": (float, positive),
                  "n_equilibration": (int, non_negative), "n_frames": (int, positive), "stride": (int, positive),
                  "dtype": (str, {"float32", "float64"}), "device": (str, {"cpu", "cuda"})},
     "training": {"n_updates": (int, non_negative), "learning_rate": (float, positive),
-                 "decay_updates": (int, positive), "adam_b1": (float, lambda b: 0 <= b < 1),
-                 "adam_b2": (float, lambda b: 0 <= b < 1), "smoothness": (float, non_negative),
-                 "resample_threshold": (float, lambda t: 0 < t <= 1),
+                 "decay_updates": (int, positive), "adam_b1": (float, in_range(0, 1, closed_high=False)),
+                 "adam_b2": (float, in_range(0, 1, closed_high=False)), "smoothness": (float, non_negative),
+                 "resample_threshold": (float, in_range(0, 1, closed_low=False)),
                  "chunk_size": (int, positive)},
 }
 
@@ -62,7 +60,7 @@ def target_density(grid, smoothing, kT=1.0, box_length=1.0):
 
 
 def build(config):
-    """(trainer, params, initial positions, grid, potential) from a validated configuration."""
+    """The double-well Experiment of a validated configuration."""
     system, model, sampling, training = (config[k] for k in ("system", "model", "sampling", "training"))
     dtype = np.float64 if sampling["dtype"] == "float64" else np.float32
     if dtype is np.float64:
@@ -72,8 +70,8 @@ def build(config):
     density_grid = np.linspace(0.0, system["box_length"], config["target"]["grid_points"])
     sigma = config["target"]["smoothing"]
     n_points, length = config["target"]["grid_points"], system["box_length"]
-    target = Target("density", lambda x, box, params: density_profile_uniform(x, length, n_points, sigma),
-                    target_density(density_grid, sigma, system["kT"], length))
+    target = Target("density", target_density(density_grid, sigma, system["kT"], length),
+                    features=lambda state: density_profile_uniform(state, length, n_points, sigma))
     schedule = optax.exponential_decay(training["learning_rate"], training["decay_updates"], 0.01)
     optimizer = optax.chain(add_penalty_gradient(roughness, training["smoothness"]),
                             optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"]))
@@ -89,38 +87,14 @@ def build(config):
     rng = np.random.default_rng(system["seed"])
     spread = np.sqrt(system["kT"] / model["prior_k"])
     positions = (model["prior_center"] + spread * rng.standard_normal((system["n_particles"], 1))) % system["box_length"]
-    return trainer, params, positions, grid, potential, density_grid
 
+    def report(trainer, state, metrics, out_dir):
+        """The learned potential's error against U_DW, plots, and params.npz."""
+        np.savez(out_dir / "params.npz", spline_values=np.asarray(state.params),
+                 control_points=np.linspace(grid.x_min, grid.x_max, grid.n))
+        return evaluate(config, trainer, state, potential, density_grid, metrics, out_dir)
 
-def run(out_dir, config_path=DEFAULT_CONFIG, resume=False, progress=True, overrides=None, write_trajectory=False):
-    """Train; write metrics.jsonl, summary.json, params.npz and plots into out_dir (and the last
-    reference trajectory as trajectory.extxyz if asked). Returns the summary."""
-    config = load_config(config_path, SCHEMA)
-    for dotted, value in (overrides or {}).items():
-        section, field = dotted.split(".")
-        config[section][field] = value
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trainer, params, positions, grid, potential, density_grid = build(config)
-    checkpoint_path = out_dir / "checkpoint.npz"
-    start = time.perf_counter()
-    if resume and checkpoint_path.exists():
-        state = trainer.load(checkpoint_path, params)
-    else:
-        state = trainer.init(params, positions, seed=config["system"]["seed"])
-    state = train(trainer, state, config["training"]["n_updates"], out_dir, progress=progress)
-    summary = evaluate(config, trainer, state, potential, density_grid, out_dir)
-    summary["training_wall_time_s"] = time.perf_counter() - start
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    np.savez(out_dir / "params.npz", spline_values=np.asarray(state.params),
-             control_points=np.linspace(grid.x_min, grid.x_max, grid.n))
-    if write_trajectory:
-        from difftre.io import write_trajectory as write
-        n = len(state.positions)
-        write(out_dir / "trajectory.extxyz", md.Trajectory(np.asarray(state.positions), np.empty((0,)),
-                                                           np.asarray(state.reference_energies), np.zeros(n),
-                                                           np.zeros((n, 1, 1)), trainer.box))
-    return summary
+    return Experiment(trainer, params, positions, report)
 
 
 def potential_error(potential, params, config, density_target, density_grid, fraction=0.01):
@@ -139,23 +113,10 @@ def potential_error(potential, params, config, density_target, density_grid, fra
     return float(error), x, learned - plot_shift, true, region
 
 
-def evaluate(config, trainer, state, potential, density_grid, out_dir):
+def evaluate(config, trainer, state, potential, density_grid, metrics, out_dir):
     """Summary numbers and plots of a finished run."""
-    from difftre import plots
-    metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    from difftre.experiments.double_well.plots import write_plots
     target = trainer.targets[0].target
     error, x, learned, true, region = potential_error(potential, state.params, config, target, density_grid)
-    resampled = [m for m in metrics if m["resampled"]]
-    reused = [m for m in metrics if not m["resampled"]]
-    summary = {
-        "n_updates": len(metrics),
-        "initial_loss": metrics[0]["loss"] if metrics else None,
-        "final_loss": metrics[-1]["loss"] if metrics else None,
-        "potential_max_error_kT": error,
-        "potential_region": [float(x[region].min()), float(x[region].max())],
-        "n_resampled": len(resampled), "n_reused": len(reused),
-        "mean_update_time_resampled_s": float(np.mean([m["wall_time_s"] for m in resampled])) if resampled else None,
-        "mean_update_time_reused_s": float(np.mean([m["wall_time_s"] for m in reused])) if reused else None,
-    }
-    plots.double_well(out_dir, metrics, density_grid, target, x, learned, true, region)
-    return summary
+    write_plots(out_dir, metrics, density_grid, target, x, learned, true, region)
+    return {"potential_max_error_kT": error, "potential_region": [float(x[region].min()), float(x[region].max())]}

@@ -1,0 +1,205 @@
+"""The experiment runner: configuration, output folder, training, checkpoints, summary.
+
+An experiment is a package under ``experiments/`` (``difftre.experiments.NAME``,
+run as ``difftre run NAME`` with ``_`` written as ``-``) that provides
+``DEFAULT_CONFIG`` (its ``config.toml``), ``SCHEMA`` (see ``difftre.config``) and
+``build(config) -> Experiment``. Every experiment's schema has ``system.seed``,
+``training.n_updates`` and ``sampling.device``; the runner owns everything else:
+
+- configuration: a partial TOML file and command-line overrides are merged onto
+  the experiment's defaults and validated once, the same way;
+- the output folder: an existing run is not overwritten without ``overwrite``;
+  ``resume`` continues from its checkpoint (an error where there is none) with the
+  configuration saved in the run (only ``training.n_updates`` may change); a
+  finished run is left as it is; the wall time adds up over resumes;
+- training (``difftre.trainer``), ``metrics.jsonl``, ``checkpoint.npz`` after every
+  update (atomic, so an interrupt leaves the last complete update), ``summary.json``
+  and the experiment's report (plots, exported parameters).
+"""
+import dataclasses
+import importlib
+import json
+import os
+import pathlib
+import pkgutil
+import time
+import tomllib
+from typing import Callable, Optional
+
+import numpy as np
+
+from difftre import config as configuration, experiments, trainer as training
+
+CONFIG_NAME = "config.json"          # the merged configuration of a run, beside its checkpoint
+CHECKPOINT_NAME = "checkpoint.npz"
+RESULT_FILES = ("metrics.jsonl", "summary.json", CHECKPOINT_NAME, CONFIG_NAME)
+PROTOCOL_FIELDS = ("system.seed", "training.n_updates", "sampling.device")
+
+
+class RunFolderError(ValueError):
+    """The output folder does not allow what was asked (overwrite, resume)."""
+
+
+@dataclasses.dataclass
+class Experiment:
+    """What an experiment's ``build(config)`` returns.
+
+    trainer: a ``difftre.trainer.Trainer``; params: the initial parameters; positions: the
+    initial configuration (N, dim); report(trainer, state, metrics, out_dir) -> dict of summary
+    numbers (and writes the experiment's plots and exported model).
+    """
+    trainer: training.Trainer
+    params: object
+    positions: np.ndarray
+    report: Optional[Callable] = None
+
+
+def experiment_name(module_name):
+    return module_name.replace("_", "-")
+
+
+def available():
+    """{name: one-line description} of every experiment package."""
+    found = {}
+    for info in pkgutil.iter_modules(experiments.__path__):
+        if info.ispkg:
+            module = importlib.import_module(f"{experiments.__name__}.{info.name}")
+            found[experiment_name(info.name)] = (module.__doc__ or "").strip().splitlines()[0]
+    return found
+
+
+def experiment_module(name):
+    """The package of experiment ``name`` (or a clear error listing the known ones)."""
+    known = available()
+    if name not in known:
+        raise configuration.ConfigError(f"unknown experiment {name!r} (known: {', '.join(sorted(known))})")
+    return importlib.import_module(f"{experiments.__name__}.{name.replace('-', '_')}")
+
+
+def parse_override(text):
+    """'section.field=value' -> ('section.field', value), the value read as TOML (a bare word as a string)."""
+    key, sep, value = text.partition("=")
+    if not sep or key.count(".") != 1 or not all(key.split(".")):
+        raise configuration.ConfigError(f"override {text!r} must read section.field=value")
+    try:
+        return key.strip(), tomllib.loads(f"value = {value.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value.strip()
+
+
+def resolve(experiment, config_file=None, overrides=None):
+    """(experiment name, validated configuration): the defaults, a partial file and overrides merged.
+
+    ``experiment`` is a name or the path of a TOML file whose top-level ``experiment`` key names
+    one; such a file is the partial configuration (``config_file`` must then be None).
+    """
+    partial = {}
+    if experiment.endswith(".toml"):
+        if config_file is not None:
+            raise configuration.ConfigError(f"give the configuration once: {experiment} or --config {config_file}")
+        partial, config_file = configuration.read_toml(experiment), experiment
+        name = partial.pop("experiment", None)
+        if not isinstance(name, str):
+            raise configuration.ConfigError(f"{experiment}: needs a top-level key experiment = \"NAME\"")
+        experiment = name
+    elif config_file is not None:
+        partial = configuration.read_toml(config_file)
+        partial.pop("experiment", None)
+    module = experiment_module(experiment)
+    config = configuration.merge(configuration.read_toml(module.DEFAULT_CONFIG), partial, str(config_file))
+    for key, value in (overrides or {}).items():
+        config = configuration.merge(config, _nested(key, value), f"override {key}")
+    return experiment, configuration.validate(config, module.SCHEMA, str(config_file or module.DEFAULT_CONFIG))
+
+
+def _nested(dotted, value):
+    section, field = dotted.split(".")
+    return {section: {field: value}}
+
+
+def prepare_folder(out_dir, resume, overwrite):
+    """Check the run folder against the overwrite/resume rules; returns its Path."""
+    out_dir = pathlib.Path(out_dir)
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite exclude each other")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunFolderError(f"{out_dir} exists and is not a folder")
+    present = [name for name in RESULT_FILES if (out_dir / name).exists()]
+    if resume:
+        if not (out_dir / CHECKPOINT_NAME).exists() or not (out_dir / CONFIG_NAME).exists():
+            raise RunFolderError(f"{out_dir}: nothing to resume (no {CHECKPOINT_NAME} and {CONFIG_NAME} there)")
+    elif present and not overwrite:
+        raise RunFolderError(f"{out_dir} holds a run ({', '.join(present)}); resume it with --resume, or replace it "
+                             f"with --overwrite")
+    elif overwrite:
+        for name in present:
+            (out_dir / name).unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def run(experiment, out_dir, config_file=None, overrides=None, resume=False, overwrite=False, progress=True,
+        write_trajectory=False):
+    """Train experiment ``experiment`` (a name or a TOML file) into ``out_dir``; returns the summary dict."""
+    out_dir = prepare_folder(out_dir, resume, overwrite)
+    if resume:
+        saved = json.loads((out_dir / CONFIG_NAME).read_text())
+        changed = sorted(set(overrides or {}) - {"training.n_updates"})
+        if config_file is not None or experiment.endswith(".toml") or changed:
+            raise RunFolderError(f"{out_dir}: a resumed run keeps its saved configuration; only training.n_updates "
+                                 f"may change (got {', '.join(changed) or 'a configuration file'})")
+        if saved["experiment"] != experiment:
+            raise RunFolderError(f"{out_dir} holds a {saved['experiment']} run, not {experiment}")
+        module = experiment_module(saved["experiment"])
+        config = configuration.validate(configuration.merge(saved["config"], _nested(
+            "training.n_updates", (overrides or {}).get("training.n_updates", saved["config"]["training"]["n_updates"])
+        ), "override training.n_updates"), module.SCHEMA, str(out_dir / CONFIG_NAME))
+        name = saved["experiment"]
+    else:
+        name, config = resolve(experiment, config_file, overrides)
+        module = experiment_module(name)
+    _write_json(out_dir / CONFIG_NAME, {"experiment": name, "config": config})
+    n_updates = config["training"]["n_updates"]
+    built = module.build(config)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    trainer = built.trainer
+    if resume:
+        state = trainer.load(checkpoint_path, built.params)
+        if state.update >= n_updates and (out_dir / "summary.json").exists():
+            return json.loads((out_dir / "summary.json").read_text())
+    else:
+        start = time.perf_counter()
+        state = trainer.init(built.params, built.positions, seed=config["system"]["seed"])
+        state.wall_time_s = time.perf_counter() - start
+    state = training.train(trainer, state, n_updates, out_dir, checkpoint_name=CHECKPOINT_NAME, progress=progress)
+    metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    summary = {"experiment": name, "n_updates": len(metrics),
+               "initial_loss": metrics[0]["loss"] if metrics else None,
+               "final_loss": metrics[-1]["loss"] if metrics else None,
+               "n_resampled": sum(m["resampled"] for m in metrics),
+               "n_reused": sum(not m["resampled"] for m in metrics),
+               **_mean_update_times(metrics)}
+    if built.report is not None:
+        summary.update(built.report(trainer, state, metrics, out_dir))
+    summary["training_wall_time_s"] = state.wall_time_s
+    if write_trajectory:
+        from difftre.io import write_trajectory as write
+        write(out_dir / "trajectory.extxyz", trainer.stored_trajectory(state))
+    _write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _mean_update_times(metrics):
+    """Mean wall time of updates with and without re-sampling (s), None where there were none."""
+    times = {}
+    for key, resampled in (("mean_update_time_resampled_s", True), ("mean_update_time_reused_s", False)):
+        chosen = [m["wall_time_s"] for m in metrics if m["resampled"] == resampled]
+        times[key] = float(np.mean(chosen)) if chosen else None
+    return times
+
+
+def _write_json(path, payload):
+    """Write JSON atomically (temporary file renamed over the destination)."""
+    temporary = pathlib.Path(f"{path}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2))
+    os.replace(temporary, path)
