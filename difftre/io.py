@@ -107,8 +107,10 @@ def read_gro(path, expected_atoms=None):
       InputFileError (a ValueError) naming the file and line: missing file or not
       UTF-8; a count that is not a positive integer or differs from
       ``expected_atoms``; a truncated file (fewer atom lines than the count);
-      lines after the box; a coordinate or box value that is not a finite
-      number; a box that is not orthorhombic or not positive.
+      lines after the box; a residue number that is not an integer, an empty
+      atom name, velocities on some atom lines only; a coordinate, velocity or
+      box value that is not a finite number; a box that is not orthorhombic or
+      not positive.
     """
     import io
 
@@ -135,16 +137,32 @@ def read_gro(path, expected_atoms=None):
     if len(lines) > box_line:
         raise InputFileError(path, f"unexpected content after the box line {box_line} (line 2 announces "
                                    f"{n_atoms} atoms; wrong atom count?)", line=box_line + 1)
+    first_has_velocities = None
     for number in range(3, box_line):
         line = lines[number - 1]
         if len(line) < 44:
             raise InputFileError(path, f"atom line too short ({len(line)} characters; the positions "
                                        f"occupy columns 21-44)", line=number)
+        try:
+            int(line[:5])
+        except ValueError:
+            raise InputFileError(path, f"residue number {line[:5].strip()!r} (columns 1-5) is not an integer",
+                                 line=number) from None
+        if not line[10:15].strip():
+            raise InputFileError(path, "empty atom name (columns 11-15)", line=number)
         for axis, start in enumerate(range(20, 44, 8)):
             _gro_field(path, number, line[start:start + 8], f"{'xyz'[axis]} position")
-        for axis, start in enumerate(range(44, min(len(line), 68), 8)):
-            if line[start:start + 8].strip():
-                _gro_field(path, number, line[start:start + 8], f"{'xyz'[axis]} velocity")
+        velocity_fields = [line[start:start + 8] for start in range(44, 68, 8)]
+        has_velocities = any(field.strip() for field in velocity_fields)
+        if has_velocities and not all(field.strip() for field in velocity_fields):
+            raise InputFileError(path, "incomplete velocity (columns 45-68 hold three fields of 8)", line=number)
+        if first_has_velocities is None:
+            first_has_velocities = has_velocities
+        elif has_velocities != first_has_velocities:
+            raise InputFileError(path, f"velocities {'missing' if first_has_velocities else 'present'} here but "
+                                       f"{'present' if first_has_velocities else 'missing'} on line 3", line=number)
+        for axis, field in enumerate(velocity_fields if has_velocities else []):
+            _gro_field(path, number, field, f"{'xyz'[axis]} velocity")
     box_fields = lines[-1].split()
     if len(box_fields) not in (3, 9):
         raise InputFileError(path, f"the box line has {len(box_fields)} values (3 or 9 expected)", line=box_line)

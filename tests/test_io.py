@@ -48,6 +48,8 @@ def test_read_gro_values_and_shipped_file(tmp_path):
     np.testing.assert_allclose(structure.positions, [[0.1, 0.2, 0.3], [1.0, 2.0, 2.9]], rtol=1e-15)  # ASE: x10, here /10
     np.testing.assert_array_equal(structure.box, [3.0, 3.1, 3.2])
     assert list(structure.names) == ["OW", "OW"]
+    without_velocities = read_gro(_gro(tmp_path, atoms=[line[:44] for line in GRO_ATOMS]))
+    np.testing.assert_array_equal(without_velocities.positions, structure.positions)
     assert structure.positions.dtype == np.float64
     # 9-value box with zero off-diagonals is orthorhombic; blank lines after the box are ignored
     zero_tilt = _write(tmp_path, ["t", "2", *GRO_ATOMS, "3 3.1 3.2 0 0 0 0 0 0", "", ""], "tilt0.gro")
@@ -78,6 +80,12 @@ def test_read_gro_values_and_shipped_file(tmp_path):
     (["t", "2", GRO_ATOMS[0].replace("-0.2000", "  -inf "), GRO_ATOMS[1], "3 3 3"], None,
      r"line 3: y velocity is -inf"),
     (["t"], None, r"needs a title line and the atom count"),
+    (["t", "2", GRO_ATOMS[0], GRO_ATOMS[1][:44], "3 3 3"], None, r"line 4: velocities missing here but present on"),
+    (["t", "2", GRO_ATOMS[0][:44], GRO_ATOMS[1], "3 3 3"], None, r"line 4: velocities present here but missing on"),
+    (["t", "2", GRO_ATOMS[0], GRO_ATOMS[1][:60], "3 3 3"], None, r"line 4: incomplete velocity"),
+    (["t", "2", GRO_ATOMS[0], "    x" + GRO_ATOMS[1][5:], "3 3 3"], None, r"line 4: residue number 'x'"),
+    (["t", "2", GRO_ATOMS[0], GRO_ATOMS[1][:10] + "     " + GRO_ATOMS[1][15:], "3 3 3"], None,
+     r"line 4: empty atom name"),
 ])
 def test_read_gro_bad_files_name_file_and_line(tmp_path, lines, expected_atoms, match):
     path = _write(tmp_path, lines)
