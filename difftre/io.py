@@ -9,6 +9,7 @@ Reading: ``read_gro`` (a GROMACS configuration) and ``read_xy_table`` (a target
 such as an RDF) check their input and raise ``InputFileError``, a ValueError
 whose message names the file and, where known, the line.
 """
+import io
 from pathlib import Path
 from typing import NamedTuple
 
@@ -112,8 +113,6 @@ def read_gro(path, expected_atoms=None):
       box value that is not a finite number; a box that is not orthorhombic or
       not positive.
     """
-    import io
-
     from ase.io import read
 
     lines = _read_text(path).splitlines()
