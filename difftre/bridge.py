@@ -30,6 +30,7 @@ from numba import objmode
 
 from difftre import md
 from difftre.kernels.jit import kernel
+from difftre.models.state import State
 
 
 def as_jax(array):
@@ -64,8 +65,8 @@ _JITTED = weakref.WeakKeyDictionary()          # energy_fn -> jitted (energy, fo
 _REPLICA_JITTED = weakref.WeakKeyDictionary()  # energy_fn -> jitted replica forces (GPU), compiled once
 
 
-def _call(key, positions, box, forces):
-    return _CALLBACKS[key](positions, box, forces)
+def _call(key, positions, box, nbr_idx, nbr_count, forces):
+    return _CALLBACKS[key](positions, box, nbr_idx, nbr_count, forces)
 
 
 @kernel(cache=False)
@@ -76,33 +77,40 @@ def jax_forces(params, positions, box, nbr_idx, nbr_count, forces, virial):
     """
     key = int(params[0])
     with objmode(energy="float64"):
-        energy = _call(key, positions, box, forces)
+        energy = _call(key, positions, box, nbr_idx, nbr_count, forces)
     virial[:] = np.nan
     return energy
 
 
-def jax_force_term(energy_fn, params):
-    """md.SystemTerm running energy_fn(params, positions, box) (JAX, kJ/mol) in the sampler.
+def jax_force_term(energy_fn, params, cutoff=0.0):
+    """md.SystemTerm running energy_fn(params, state) (JAX, kJ/mol) in the sampler.
 
-    Forces are -grad energy_fn, jitted once per energy_fn (new params reuse it);
-    positions and forces cross without copies.
+    Forces are -grad energy_fn with respect to state.positions, jitted once per
+    energy_fn (new params reuse it); positions and forces cross without copies.
+    cutoff > 0 (nm): the state carries the sampler's full neighbour list (dense, padded
+    with N; it holds every pair within cutoff + skin) as ``state.neighbors``.
     """
     if energy_fn not in _JITTED:
-        _JITTED[energy_fn] = jax.jit(lambda p, x, b: _negate_grad(jax.value_and_grad(energy_fn, argnums=1)(p, x, b)))
+        def energy_and_forces(p, x, b, neighbors):
+            value, gradient = jax.value_and_grad(lambda y: energy_fn(p, State(y, b, neighbors)))(x)
+            return value, -gradient
+        _JITTED[energy_fn] = jax.jit(energy_and_forces)
     key = next(_KEYS)
-    callback = _JaxForceCallback(energy_fn, params, _JITTED[energy_fn])
+    callback = _JaxForceCallback(energy_fn, params, _JITTED[energy_fn], cutoff > 0)
     _CALLBACKS[key] = callback
-    return md.SystemTerm(jax_forces, np.array([float(key)]), keep_alive=callback)
+    return md.SystemTerm(jax_forces, np.array([float(key)]), neighbor_cutoff=float(cutoff), keep_alive=callback)
 
 
 class _JaxForceCallback:
     """Adds the JAX forces of energy_fn(params, ...) to the sampler's force buffer (CPU, once per step)."""
 
-    def __init__(self, energy_fn, params, energy_and_forces):
+    def __init__(self, energy_fn, params, energy_and_forces, uses_neighbors):
         self.energy_fn, self.params, self._energy_and_forces = energy_fn, params, energy_and_forces
+        self.uses_neighbors = uses_neighbors
 
-    def __call__(self, positions, box, forces):
-        energy, jax_forces_out = self._energy_and_forces(self.params, as_jax(positions), as_jax(box))
+    def __call__(self, positions, box, nbr_idx, nbr_count, forces):
+        neighbors = md.dense_neighbor_list(nbr_idx, nbr_count) if self.uses_neighbors else None
+        energy, jax_forces_out = self._energy_and_forces(self.params, as_jax(positions), as_jax(box), neighbors)
         forces += as_numpy(jax_forces_out)
         return float(energy)
 
@@ -176,7 +184,7 @@ def replica_forces(energy_fn, params, dtype):
     """
     if energy_fn not in _REPLICA_JITTED:   # new params (each re-sampled trajectory) reuse it
         def one(p, x, b, step, failure):
-            energy, gradient = jax.value_and_grad(energy_fn, argnums=1)(p, x, b)
+            energy, gradient = jax.value_and_grad(lambda y: energy_fn(p, State(y, b)))(x)
             bad = ~jnp.all(jnp.isfinite(x) & jnp.isfinite(gradient), axis=-1)   # as the CPU engine reports:
             first = (failure[0] < 0) & (jnp.any(bad) | ~jnp.isfinite(energy))  # that particle, else particle 0
             failure = jnp.where(first, jnp.stack([step, jnp.argmax(bad).astype(jnp.int32)]), failure)

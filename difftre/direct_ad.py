@@ -10,11 +10,14 @@ for chaotic dynamics), which is what the comparison shows.
 import jax
 import jax.numpy as jnp
 
+from difftre.models.state import State
+
 
 def baoab_trajectory(energy_fn, params, positions, velocities, box, key, dt, kT, friction, mass,
                      n_states, stride):
-    """States after every `stride` BAOAB steps, (n_states, N, dim); differentiable in params."""
-    force = jax.grad(lambda x: -energy_fn(params, x, box))
+    """Positions after every `stride` BAOAB steps, (n_states, N, dim); differentiable in params.
+    energy_fn(params, state) -> U (kJ/mol) on the state contract (no neighbour list)."""
+    force = jax.grad(lambda x: -energy_fn(params, State(x, box)))
     c1 = jnp.exp(-friction * dt)
     noise = jnp.sqrt((1.0 - c1 * c1) * kT / mass)
 
@@ -39,8 +42,8 @@ def baoab_trajectory(energy_fn, params, positions, velocities, box, key, dt, kT,
 
 def direct_ad_loss(energy_fn, observable, target, params, positions, velocities, box, key, dt, kT, friction,
                    mass, n_equilibration_states, n_states, stride):
-    """MSE of the trajectory average of observable(state) after n_equilibration_states, vs target."""
+    """MSE of the trajectory average of observable(state) (a ``State``) after n_equilibration_states, vs target."""
     states = baoab_trajectory(energy_fn, params, positions, velocities, box, key, dt, kT, friction, mass,
                               n_equilibration_states + n_states, stride)[n_equilibration_states:]
-    prediction = jnp.mean(jax.vmap(observable)(states), axis=0)
+    prediction = jnp.mean(jax.vmap(lambda x: observable(State(x, box)))(states), axis=0)
     return jnp.mean((prediction - target) ** 2)

@@ -158,7 +158,6 @@ def run(experiment, out_dir, config_file=None, overrides=None, resume=False, ove
     else:
         name, config = resolve(experiment, config_file, overrides)
         module = experiment_module(name)
-    _write_json(out_dir / CONFIG_NAME, {"experiment": name, "config": config})
     n_updates = config["training"]["n_updates"]
     built = module.build(config)
     checkpoint_path = out_dir / CHECKPOINT_NAME
@@ -167,7 +166,8 @@ def run(experiment, out_dir, config_file=None, overrides=None, resume=False, ove
         state = trainer.load(checkpoint_path, built.params)
         if state.update >= n_updates and (out_dir / "summary.json").exists():
             return json.loads((out_dir / "summary.json").read_text())
-    else:
+    _write_json(out_dir / CONFIG_NAME, {"experiment": name, "config": config})
+    if not resume:
         start = time.perf_counter()
         state = trainer.init(built.params, built.positions, seed=config["system"]["seed"])
         state.wall_time_s = time.perf_counter() - start

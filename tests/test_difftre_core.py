@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from difftre import bridge, checkpoint, md
+from difftre import bridge, checkpoint, md, runner
 from difftre.config import ConfigError, load_config
 from difftre.experiments import double_well
+from difftre.models.state import State
 from difftre.potential import Potential
 from difftre.reweighting import effective_sample_size, reweighting_weights
 from difftre.trainer import train
@@ -20,32 +21,32 @@ from difftre.trainer import train
 jax.config.update("jax_enable_x64", True)
 
 
-def small_config(tmp_path, **changes):
-    """The default double-well configuration, shrunk for tests, written to a file."""
-    text = double_well.DEFAULT_CONFIG.read_text()
-    values = {"n_particles": 256, "n_equilibration": 200, "n_frames": 12, "stride": 50, "n_updates": 4,
-              "chunk_size": 4, "friction": 1.0, **changes}
-    lines = []
-    for line in text.splitlines():
-        key = line.split("=")[0].strip()
-        lines.append(f"{key} = {values[key]!r}".replace("'", '"') if key in values else line)
-    path = tmp_path / "config.toml"
-    path.write_text("\n".join(lines))
+SMALL = {"system": {"n_particles": 256}, "sampling": {"n_equilibration": 200, "n_frames": 12, "stride": 50,
+                                                      "friction": 1.0},
+         "training": {"n_updates": 4, "chunk_size": 4}}
+
+
+def small_config(tmp_path, n_updates=4):
+    """A partial double-well configuration (shrunk for tests) written to a file."""
+    path = tmp_path / "small.toml"
+    sections = {**SMALL, "training": {**SMALL["training"], "n_updates": n_updates}}
+    path.write_text("\n".join(f"[{name}]\n" + "\n".join(f"{k} = {v!r}" for k, v in fields.items())
+                              for name, fields in sections.items()))
     return path
 
 
 @pytest.fixture
 def small(tmp_path):
-    config = load_config(small_config(tmp_path), double_well.SCHEMA)
-    trainer, params, positions, *_ = double_well.build(config)
-    return trainer, params, positions
+    _, config = runner.resolve("double-well", small_config(tmp_path))
+    built = double_well.build(config)
+    return built.trainer, built.params, built.positions
 
 
 def test_weights_uniform_at_sampling_parameters_and_max_shift(small):
     trainer, params, positions = small
     state = trainer.init(params, positions, seed=0)
-    n_eff = trainer._n_eff(state.params, state.positions, state.reference_energies)
-    assert float(n_eff) == pytest.approx(state.positions.shape[0], rel=1e-12)
+    n_eff = trainer._n_eff(state.params, trainer._model_inputs, state.reference_energies)
+    assert float(n_eff) == pytest.approx(state.states.positions.shape[0], rel=1e-12)
     huge = jnp.array([0.0, 1e5, 2e5, -1e5])
     w = reweighting_weights(huge, jnp.zeros(4), 1.0)
     assert np.all(np.isfinite(w)) and float(w[3]) == 1.0 and float(effective_sample_size(w)) == pytest.approx(1.0)
@@ -55,12 +56,11 @@ def test_gradient_equals_fluctuation_formula_and_finite_differences(small):
     """At theta = theta_hat: dL/dtheta = 2 (<O> - O~) . (-beta)(<O dU/dtheta> - <O><dU/dtheta>)."""
     trainer, params, positions = small
     state = trainer.init(params, positions, seed=1)
-    (loss, (_, predictions, _)), grad = trainer._value_and_grad(state.params, state.positions,
-                                                               state.reference_energies, trainer._fixed_values)
-    box = jnp.asarray(trainer.box)
+    (loss, (_, predictions, _)), grad = trainer._value_and_grad(state.params, trainer._model_inputs,
+                                                               state.reference_energies, trainer._target_inputs)
     target = trainer.targets[0]
-    o = jax.vmap(lambda x: target.observable(x, box, params))(state.positions)           # (n, G)
-    du = jax.vmap(lambda x: jax.grad(trainer.potential.energy)(params, x, box))(state.positions)  # (n, P)
+    o = jax.vmap(target.features)(state.states)                                              # (n, G)
+    du = jax.vmap(lambda s: jax.grad(trainer.potential.energy)(params, s))(state.states)     # (n, P)
     covariance = (o[:, :, None] * du[:, None, :]).mean(0) - o.mean(0)[:, None] * du.mean(0)[None, :]
     residual = predictions["density"] - target.target
     expected = 2.0 / o.shape[1] * residual @ (-covariance / trainer.kT)
@@ -68,7 +68,7 @@ def test_gradient_equals_fluctuation_formula_and_finite_differences(small):
     h = 1e-6
     for k in (10, 20, 35):
         step = jnp.zeros_like(params).at[k].set(h)
-        args = (state.positions, state.reference_energies, trainer._fixed_values)
+        args = (trainer._model_inputs, state.reference_energies, trainer._target_inputs)
         plus = trainer._value_and_grad(params + step, *args)[0][0]
         minus = trainer._value_and_grad(params - step, *args)[0][0]
         assert float(grad[k]) == pytest.approx(float(plus - minus) / (2 * h), rel=1e-5, abs=1e-10)
@@ -84,7 +84,7 @@ def test_bridge_is_zero_copy_and_matches_numba_kernel():
     with pytest.raises(ValueError, match="copied"):
         bridge.as_jax(np.empty((500, 3))[:, 1:])                          # not C-contiguous: would copy
     # a JAX harmonic force term drives the sampler exactly like the Numba harmonic kernel
-    energy = lambda p, x, box: 0.5 * p * jnp.sum((x - box * jnp.floor(x / box) - 0.5) ** 2)
+    energy = lambda p, s: 0.5 * p * jnp.sum((s.positions - s.box * jnp.floor(s.positions / s.box) - 0.5) ** 2)
     rng = np.random.default_rng(0)
     start = 0.5 + 0.05 * rng.standard_normal((200, 3))
     velocities = rng.standard_normal((200, 3))
@@ -123,15 +123,79 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 def test_resume_reproduces_uninterrupted_losses(tmp_path):
     config = small_config(tmp_path, n_updates=6)
-    straight = double_well.run(tmp_path / "straight", config, progress=False)
-    double_well.run(tmp_path / "resumed", config, progress=False, overrides={"training.n_updates": 3})
-    resumed = double_well.run(tmp_path / "resumed", config, resume=True, progress=False)
+    straight = runner.run("double-well", tmp_path / "straight", config, progress=False)
+    runner.run("double-well", tmp_path / "resumed", config, progress=False, overrides={"training.n_updates": 3})
+    resumed = runner.run("double-well", tmp_path / "resumed", resume=True, progress=False,
+                         overrides={"training.n_updates": 6})
     losses = lambda d: [json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
     assert len(losses("resumed")) == 6
     assert losses("resumed") == losses("straight")
     assert resumed["final_loss"] == straight["final_loss"]
-    for name in ("density.png", "potential.png", "training.png", "summary.json", "params.npz"):
+    for name in ("density.png", "potential.png", "training.png", "summary.json", "params.npz", "config.json"):
         assert (tmp_path / "resumed" / name).exists()
+    assert resumed["training_wall_time_s"] > sum(json.loads(line)["wall_time_s"] for line in
+                            (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines())
+
+
+def test_run_folder_rules(tmp_path):
+    """No overwrite without asking; resume needs a checkpoint; a finished run resumed changes nothing."""
+    config = small_config(tmp_path, n_updates=1)
+    out = tmp_path / "run"
+    with pytest.raises(runner.RunFolderError, match="nothing to resume"):
+        runner.run("double-well", out, config, resume=True, progress=False)
+    runner.run("double-well", out, config, progress=False)
+    with pytest.raises(runner.RunFolderError, match="holds a run .*--resume.*--overwrite"):
+        runner.run("double-well", out, config, progress=False)
+    files = {f.name: f.stat().st_mtime_ns for f in out.iterdir()}
+    runner.run("double-well", out, resume=True, progress=False)
+    assert {f.name: f.stat().st_mtime_ns for f in out.iterdir()} == files        # finished: nothing rewritten
+    with pytest.raises(runner.RunFolderError, match="keeps its saved configuration"):
+        runner.run("double-well", out, resume=True, progress=False, overrides={"sampling.dt": 2e-3})
+    summary = runner.run("double-well", out, config, progress=False, overwrite=True,
+                         overrides={"system.seed": 3})
+    assert json.loads((out / "config.json").read_text())["config"]["system"]["seed"] == 3
+    assert summary["n_updates"] == 1
+
+
+def test_partial_config_and_overrides_merge_onto_defaults(tmp_path):
+    defaults = load_config(double_well.DEFAULT_CONFIG, double_well.SCHEMA)
+    path = tmp_path / "partial.toml"
+    path.write_text('experiment = "double-well"\n[sampling]\nstride = 7\n')
+    name, config = runner.resolve(str(path), overrides={"training.learning_rate": 1})
+    assert name == "double-well" and config["sampling"]["stride"] == 7
+    assert config["training"]["learning_rate"] == 1.0 and isinstance(config["training"]["learning_rate"], float)
+    unchanged = {s: {k: v for k, v in f.items()} for s, f in config.items()}
+    unchanged["sampling"]["stride"] = defaults["sampling"]["stride"]
+    unchanged["training"]["learning_rate"] = defaults["training"]["learning_rate"]
+    assert unchanged == defaults
+    assert runner.parse_override("sampling.device=cuda") == ("sampling.device", "cuda")
+    assert runner.parse_override("training.n_updates=3") == ("training.n_updates", 3)
+    for overrides, message in (({"sampling.stride": 0}, "sampling.stride = 0 must be positive"),
+                               ({"sampling.strid": 1}, "unknown field sampling.strid"),
+                               ({"training.adam_b2": 1.0}, r"training.adam_b2 = 1.0 must be in \[0, 1\)"),
+                               ({"system.kT": float("nan")}, "system.kT = nan must be finite")):
+        with pytest.raises(ConfigError, match=message):
+            runner.resolve("double-well", overrides=overrides)
+    with pytest.raises(ConfigError, match="unknown experiment 'triple-well'"):
+        runner.resolve("triple-well")
+    assert "double-well" in runner.available()
+
+
+def test_cli_runs_an_experiment_and_refuses_bad_input(tmp_path, capsys):
+    from difftre import cli
+    config = small_config(tmp_path, n_updates=1)
+    assert cli.main(["run", "double-well", "--out", str(tmp_path / "cli"), "--config", str(config), "--quiet",
+                     "--set", "sampling.n_frames=6"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_updates"] == 1
+    for argv, message in ((["run", "double-well", "--out", str(tmp_path / "cli"), "--quiet"], "holds a run"),
+                          (["run", "double-well", "--out", str(tmp_path / "x"), "--set", "nonsense"],
+                           "must read section.field=value"),
+                          (["run", "double-well", "--out", str(tmp_path / "x"), "--config", str(tmp_path)],
+                           "is a folder")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert cli.main(["experiments"]) == 0 and "double-well" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("edit, message", [

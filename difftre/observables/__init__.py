@@ -15,6 +15,7 @@ from difftre.observables.dynamics import (
     self_diffusion,
     velocity_autocorrelation,
 )
+from difftre.observables.errors import block_jackknife, block_standard_error, blocking_curve, optimal_block_count
 from difftre.observables.elastic import born_stiffness, born_terms, cubic_constants, fluctuation_stiffness
 from difftre.observables.geometry import dense_neighbor_list, minimum_image, neighbor_displacements, volume
 from difftre.observables.order import tetrahedral_order, tetrahedral_order_parameters
@@ -25,13 +26,23 @@ from difftre.observables.stress import (
     strain_deformation,
     stress_tensor,
 )
-from difftre.observables.structure import adf, bin_centers, load_adf_target, load_rdf_target, rdf
+from difftre.observables.structure import (
+    adf,
+    adf_list_cutoff,
+    bin_centers,
+    load_adf_target,
+    load_rdf_target,
+    rdf,
+    rdf_list_cutoff,
+)
 
 __all__ = [
-    "adf", "bin_centers", "born_stiffness", "born_stress", "born_terms", "cubic_constants",
+    "adf", "adf_list_cutoff", "bin_centers", "block_jackknife", "block_standard_error", "blocking_curve",
+    "born_stiffness", "born_stress", "born_terms", "cubic_constants",
     "dense_neighbor_list", "density_profile", "density_profile_uniform", "fluctuation_stiffness", "kinetic_tensor",
     "load_adf_target", "load_rdf_target", "mean_squared_displacement", "minimum_image",
-    "neighbor_displacements", "nm2_per_ps_to_cm2_per_s", "phonon_dos", "pressure", "rdf",
+    "neighbor_displacements", "nm2_per_ps_to_cm2_per_s", "optimal_block_count", "phonon_dos", "pressure", "rdf",
+    "rdf_list_cutoff",
     "self_diffusion", "strain_deformation", "stress_tensor", "tetrahedral_order",
     "tetrahedral_order_parameters", "velocity_autocorrelation", "volume", "weighted_average",
 ]

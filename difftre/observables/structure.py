@@ -137,10 +137,11 @@ def _data_file(name):
     return resources.files("difftre") / "data" / "cg_water" / name
 
 
-def _interpolated(path, centers):
-    from difftre.io import read_xy_table   # checked table: parse errors and bad abscissae name the line
+def _interpolated(path, centers, upper=np.inf):
+    """The checked two-column table at ``path`` (abscissae in [0, upper]) interpolated to ``centers``."""
+    from difftre.io import read_xy_table   # parse errors and bad abscissae name the line
 
-    x, y = read_xy_table(path, lower=0.0)   # r (nm) and theta (rad) are both non-negative
+    x, y = read_xy_table(path, lower=0.0, upper=upper)
     return np.interp(centers, x, y)
 
 
@@ -158,5 +159,5 @@ def load_adf_target(centers, path=None):
     ``path`` is a whitespace-separated two-column file (theta in rad, P(theta));
     the result is renormalised with the same rule as ``adf`` (sum * dtheta = 1).
     """
-    target = _interpolated(path or _data_file("O_O_O_ADF.csv"), centers)
+    target = _interpolated(path or _data_file("O_O_O_ADF.csv"), centers, upper=np.pi * (1 + 1e-12))
     return target / (target.sum() * (centers[1] - centers[0]))
