@@ -290,7 +290,7 @@ def _pair_forces_atoms_overload(pair_fn, params, cutoff, positions, box, nbr_idx
     return _pair_forces_masked if python_function in EVALUATE_ON_ALL_PAIRS else _pair_forces_compact
 
 
-@kernel(cache=False, parallel=True)
+@kernel(parallel=True)
 def _pair_forces_chunks(pair_fn, params, cutoff, positions, box, nbr_idx, nbr_count, half_list, bounds,
                         forces, extra, energies, w):
     """Chunk c covers atoms bounds[c]..bounds[c+1]-1 and writes its forces to `forces` (c = 0) or
@@ -306,7 +306,7 @@ def _pair_forces_chunks(pair_fn, params, cutoff, positions, box, nbr_idx, nbr_co
                                              half_list, bounds[c], bounds[c + 1], out, w[c])
 
 
-@kernel(cache=False)
+@kernel
 def _pair_forces_parallel(pair_fn, params, cutoff, positions, box, nbr_idx, nbr_count, half_list, chunks,
                           forces, w):
     """`pair_forces` in `chunks` chunks on Numba's threads (see difftre.kernels.parallel); the summed
@@ -326,7 +326,7 @@ def _pair_forces_parallel(pair_fn, params, cutoff, positions, box, nbr_idx, nbr_
     return energy
 
 
-@kernel(cache=False)
+@kernel
 def pair_forces(pair_fn, params, cutoff, positions, box, nbr_idx, nbr_count, half_list, forces, virial):
     """Add the forces and virial (W = sum f_ij (x) r_ij) of one pair potential; return its energy.
 

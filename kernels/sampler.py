@@ -27,7 +27,7 @@ STATUS_NONFINITE = 1
 STATUS_DISPLACEMENT = 2
 
 
-@kernel(cache=False)
+@kernel
 def compute_forces(pair_terms, system_terms, positions, box, nbr_idx, nbr_count, half_list, forces, virial):
     """Zero and fill forces (kJ/mol/nm) and virial (kJ/mol); return the potential energy (kJ/mol)."""
     forces[:] = 0.0
@@ -53,7 +53,7 @@ def first_nonfinite_particle(positions, forces):
     return 0
 
 
-@kernel(cache=False, nogil=True)
+@kernel(nogil=True)
 def run(pair_terms, system_terms, first_half, second_half, integrator_params, dt,
         positions, velocities, forces, virial, inv_masses, box, thermostat, seed, step,
         nbr_idx, nbr_count, reference_positions, previous_positions, list_cutoff, skin, half_list,
