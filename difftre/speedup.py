@@ -18,10 +18,11 @@ import numpy as np
 import optax
 
 from difftre import bridge, direct_ad, md
-from difftre.experiments.double_well import double_well_energy, target_density
 from difftre.models import mlp, priors
+from difftre.models.state import State
 from difftre.observables.density import density_profile_uniform
 from difftre.reweighting import reweighting_weights
+from difftre.systems import double_well_density, double_well_energy
 
 STEPS_PER_STATE = 100
 PRIOR_K, PRIOR_CENTER = 150.0, 0.5   # the double-well prior 75 (x - 0.5)^2 (kT)
@@ -75,11 +76,11 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
     dtype = np.float64
     kT, mass, box = 1.0, 1.0, np.array([1.0])
     grid = np.linspace(0.0, 1.0, 101)
-    target = jnp.asarray(target_density(grid, 0.01))
+    target = jnp.asarray(double_well_density(grid, 0.01))
     prior = priors.harmonic_external(PRIOR_K, [PRIOR_CENTER], dtype=dtype)
 
-    def energy(params, positions, box):
-        return mlp.mlp_external_energy(params, positions, box) + prior(positions, box)
+    def energy(params, state):
+        return mlp.mlp_external_energy(params, state) + prior(params, state)
 
     def observable(positions):
         return density_profile_uniform(positions, 1.0, 101, 0.01)
@@ -108,7 +109,7 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
         return jnp.asarray(trajectory.positions)
 
     box_jax = jnp.asarray(box)
-    energies = jax.vmap(lambda p, x: energy(p, x, box_jax), (None, 0))
+    energies = jax.vmap(lambda p, x: energy(p, State(x, box_jax)), (None, 0))
 
     def difftre_loss(p, states, reference):
         weights = reweighting_weights(energies(p, states), reference, kT)

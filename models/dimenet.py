@@ -2,14 +2,15 @@
 Directional Message Passing for Non-Equilibrium Molecules") as used in DiffTRe.
 
 Written in plain JAX, no neural-network library: the model is a pure function
-``dimenet_energy(params, positions, box, graph)`` of a parameter pytree (nested
-dicts of arrays, created by ``init_dimenet``), so it composes directly with
-jax.grad / jit / vmap, optax and the reweighting code.
+``energy(params, state)`` (built by ``dimenet``) of a parameter pytree (nested
+dicts of arrays, created by ``init_dimenet``) and a ``models.state.State``, so it
+composes directly with jax.grad / jit / vmap, optax and the reweighting code.
 
 Units: positions and box in nm, cut-off in nm, energy in kJ/mol (the network
 output is taken as kJ/mol). Positions are unwrapped; edge vectors use the minimum
-image of the orthorhombic box. The sparse graph (``models.graph.SparseGraph``)
-comes from the engine's dense neighbour list; only edges with r < cutoff exist.
+image of the orthorhombic box. The sparse graph (``models.graph.SparseGraph``) is
+built inside the energy from the state's dense neighbour list at fixed capacities
+(sized by ``models.graph.graph_capacities``); only edges with r < cutoff exist.
 
 Architecture (defaults = DiffTRe paper, Table of docs/paper-setup.md section 6):
 - radial basis e_n(d) = u(d/c) sqrt(2/c) sin(f_n d/c) / d, n = 1..6, trainable
@@ -48,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import optimize, special
 
-from .geometry import deform, minimum_image
+from .geometry import deform, minimum_image, state_arrays
+from .graph import graph_from_neighbors
 from .precision import check_dtype, params_dtype
 
 DIMENET_DEFAULTS = dict(
@@ -167,7 +169,7 @@ def _param_spec(h):
 
     Interaction and output blocks (and the layers inside them) are stacked along
     leading axes, which are batch axes for the initialisers and scanned/looped over
-    in ``dimenet_energy``.
+    in the energy.
     """
     e, o, i, b, t = (h[k] for k in ("embed_size", "out_embed_size", "int_embed_size",
                                     "basis_embed_size", "type_embed_size"))
@@ -219,10 +221,10 @@ def init_dimenet(key, dtype=np.float32, **hyper):
     Args:
       key: jax.random key.
       dtype: float32 or float64 (float64 needs jax_enable_x64); this is the
-        precision ``dimenet_energy`` runs in.
+        precision the energy runs in.
       **hyper: any of ``DIMENET_DEFAULTS`` (widths, block counts, basis sizes,
         n_species). ``cutoff`` and ``envelope_p`` are accepted and ignored here
-        (they are arguments of ``dimenet_energy``) so one dict can feed both.
+        (they are arguments of ``dimenet``) so one dict can feed both.
 
     Weights: truncated normal of variance init_scale / (fan_in + fan_out) (DiffTRe
     used DimeNet's scaled orthogonal init with scale 1, i.e. half the Glorot
@@ -335,32 +337,9 @@ def _bases(params, positions, box, graph, cutoff, p, deformation=None):
     return rbf, jnp.einsum("ts,bsk->btk", sbf, params["interactions"]["sbf1"])
 
 
-def dimenet_energy(params, positions, box, graph, species=None, *, cutoff, envelope_p=6, deformation=None, **hyper):
-    """DimeNet++ potential energy (kJ/mol, scalar of the parameters' dtype).
-
-    Args:
-      params: pytree from ``init_dimenet``; its dtype is the precision that runs
-        (positions and box are converted to it).
-      positions: (N, dim) unwrapped positions (nm).
-      box: (dim,) orthorhombic box edge lengths (nm).
-      graph: ``SparseGraph`` built with the same cut-off (edges with r < cutoff).
-      species: optional (N,) int species indices (default all 0).
-      cutoff: model cut-off c (nm).
-      envelope_p: envelope exponent p.
-      deformation: optional (dim, dim) affine deformation of the edge vectors (the strain
-        contract of difftre.observables.stress; the graph stays the undeformed one).
-      **hyper: init-only hyper-parameters (``DIMENET_DEFAULTS`` keys) are accepted
-        and ignored, widths and counts are read from ``params``.
-    """
-    unknown = set(hyper) - set(DIMENET_DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown DimeNet++ arguments {sorted(unknown)}")
-    dtype = params_dtype(params)
-    positions, box = jnp.asarray(positions, dtype), jnp.asarray(box, dtype)
-    cutoff = jnp.asarray(cutoff, dtype)
+def _energy_of_graph(params, positions, box, graph, species, cutoff, envelope_p, deformation):
+    """DimeNet++ energy (kJ/mol) on a built graph; arrays already in the parameters' dtype."""
     n_atoms = positions.shape[0]
-    species = jnp.zeros(n_atoms, jnp.int32) if species is None else jnp.asarray(species, jnp.int32)
-
     rbf, sbf_basis = _bases(params, positions, box, graph, cutoff, envelope_p, deformation)
 
     # embedding: m_ji from species of i (receiver), j (sender) and the radial basis
@@ -377,3 +356,48 @@ def dimenet_energy(params, positions, box, graph, species=None, *, cutoff, envel
         m = _interaction(_block(params["interactions"], b), m, rbf, sbf_basis[b], graph)
         per_atom = per_atom + _output(_block(params["outputs"], b + 1), m, rbf, receivers, n_atoms)
     return jnp.sum(per_atom)
+
+
+def dimenet(cutoff, edge_capacity, triplet_capacity, *, species=None, envelope_p=6, **hyper):
+    """The DimeNet++ model: ``energy(params, state)`` (kJ/mol, scalar of the parameters' dtype).
+
+    The sparse graph is built inside the (jitted) energy from ``state.neighbors`` with
+    ``graph.graph_from_neighbors`` at the fixed capacities given here. Size them on the host
+    before compiling with ``graph.graph_capacities(states, cutoff)`` over the states to be
+    evaluated (and again, regrowing, for each new trajectory).
+
+    Overflow is never silent: when a state needs more edges or triplets than the
+    capacities, the energy is NaN, and so are its gradients (forces, parameter gradients).
+
+    Args:
+      cutoff: model cut-off c (nm); ``state.neighbors`` must hold every pair closer than c.
+      edge_capacity, triplet_capacity: static graph sizes E and T.
+      species: optional (N,) int species indices (default all 0).
+      envelope_p: envelope exponent p.
+      **hyper: init-only hyper-parameters (``DIMENET_DEFAULTS`` keys) are accepted and
+        ignored, widths and counts are read from ``params`` (so one dict feeds
+        ``init_dimenet`` and this factory).
+
+    The returned ``energy(params, state)`` takes params from ``init_dimenet`` (their dtype
+    is the precision that runs; positions (N, dim) nm, box (dim,) nm and the deformation
+    are converted to it) and a ``models.state.State`` with a full dense neighbour list. A
+    ``state.deformation`` F deforms the edge vectors (the strain contract of
+    ``models.state``); the graph is the undeformed one.
+    """
+    unknown = set(hyper) - set(DIMENET_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown DimeNet++ arguments {sorted(unknown)}")
+    edge_capacity, triplet_capacity = int(edge_capacity), int(triplet_capacity)
+
+    def energy(params, state):
+        if state.neighbors is None:
+            raise ValueError("DimeNet++ needs a State with neighbors (full dense list covering the cut-off)")
+        dtype = params_dtype(params)
+        positions, box, deformation = state_arrays(state, dtype)
+        n_atoms = positions.shape[0]
+        atom_species = jnp.zeros(n_atoms, jnp.int32) if species is None else jnp.asarray(species, jnp.int32)
+        build = graph_from_neighbors(state.neighbors, positions, box, cutoff, edge_capacity, triplet_capacity)
+        u = _energy_of_graph(params, positions, box, build.graph, atom_species, jnp.asarray(cutoff, dtype),
+                             envelope_p, deformation)
+        return u * jnp.where(build.overflowed, jnp.nan, 1.0).astype(dtype)   # NaN gradients too
+    return energy

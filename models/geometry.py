@@ -34,14 +34,25 @@ def deform(dr, deformation):
     return dr if deformation is None else dr @ deformation.T
 
 
+def state_arrays(state, dtype):
+    """(positions, box, deformation) of a ``models.state.State`` as ``dtype`` arrays.
+
+    The one conversion at a model's entry: nm for positions and box, the deformation
+    dimensionless and left None (the identity) when the state has none.
+    """
+    deformation = None if state.deformation is None else jnp.asarray(state.deformation, dtype)
+    return jnp.asarray(state.positions, dtype), jnp.asarray(state.box, dtype), deformation
+
+
 def neighbor_distances(positions, box, neighbors, r_cut, deformation=None):
     """Masked minimum-image neighbour vectors and distances (optionally deformed, see `deform`).
 
     Args:
       positions: (N, dim) positions (nm).
       box: (dim,) box edge lengths (nm).
-      neighbors: (N, capacity) int32 dense neighbour list padded with N.
+      neighbors: (N, capacity) int32 dense neighbour list padded with N (``State.neighbors``).
       r_cut: cut-off (nm); pairs with r >= r_cut are masked out.
+      deformation: optional (dim, dim) affine deformation F (``State.deformation``).
 
     Returns:
       dr: (N, capacity, dim) vectors r_i - r_j (nm), padded entries arbitrary.
@@ -50,6 +61,8 @@ def neighbor_distances(positions, box, neighbors, r_cut, deformation=None):
         of ``jnp.where(mask, f(r), 0)`` are then finite and exactly zero there).
       mask: (N, capacity) bool, True for real neighbours closer than r_cut.
     """
+    if neighbors is None:
+        raise ValueError("this energy needs a neighbour list: a State with neighbors (full dense list, N, capacity)")
     n = positions.shape[0]
     real = neighbors < n
     dr = deform(minimum_image(positions[:, None, :] - positions[jnp.where(real, neighbors, 0)], box), deformation)

@@ -13,9 +13,10 @@ graph of fixed capacity:
 
 Padding: senders/receivers = N and triplet indices = edge capacity, masks False.
 Capacities are static (jit); a build reports the *needed* counts so that overflow
-is detected, never silently truncated: ``build_graph`` regrows automatically,
-inside jitted code use ``graph_from_neighbors`` and test ``overflowed``
-(``check_capacity`` raises outside jit).
+is detected, never silently truncated: size the capacities on the host with
+``graph_capacities`` (over a stack of states, regrowing by ``GROWTH``), inside jitted
+code use ``graph_from_neighbors`` and test ``overflowed`` (``check_capacity`` raises
+outside jit).
 """
 import functools
 import math
@@ -154,25 +155,27 @@ def grown_capacity(needed):
     return max(1, math.ceil(GROWTH * int(needed)))
 
 
-def build_graph(neighbors, positions, box, cutoff, edge_capacity=None, triplet_capacity=None):
-    """Python-level sparse graph build that never truncates.
+def graph_capacities(states, cutoff, capacities=None):
+    """Host-side sizing: (edge_capacity, triplet_capacity) that fit every state of a stack.
 
-    Capacities left as None are sized to ceil(1.25 needed); a given capacity that is
-    too small is regrown to ceil(1.25 needed) and the graph rebuilt. The capacities
-    used are ``graph.edge_capacity`` / ``graph.triplet_capacity`` (reuse them in
-    jitted code with ``graph_from_neighbors``). Units as ``graph_from_neighbors``.
+    Call outside jit, before compiling an energy with fixed capacities (``dimenet.dimenet``).
+
+    Args:
+      states: a ``models.state.State`` with full dense neighbour lists, either one state or a
+        stack (every leaf with a leading frame axis, as a stored trajectory).
+      cutoff: graph cut-off (nm).
+      capacities: the (edge, triplet) capacities in use, or None.
+
+    Returns:
+      ``capacities`` unchanged when both fit every state; otherwise each capacity that is too
+      small (or all, when ``capacities`` is None) is regrown to ceil(GROWTH * needed) for the
+      largest count over the states (``graph_counts``).
     """
-    neighbors = jnp.asarray(neighbors, jnp.int32)
-    if edge_capacity is None or triplet_capacity is None:
-        needed_e, needed_t = graph_counts(neighbors, positions, box, cutoff)
-        edge_capacity = edge_capacity or grown_capacity(needed_e)
-        triplet_capacity = triplet_capacity or grown_capacity(needed_t)
-    while True:
-        graph, needed_e, needed_t, overflowed = graph_from_neighbors(
-            neighbors, positions, box, cutoff, int(edge_capacity), int(triplet_capacity))
-        if not overflowed:
-            return graph
-        if needed_e > edge_capacity:
-            edge_capacity = grown_capacity(needed_e)
-        if needed_t > triplet_capacity:
-            triplet_capacity = grown_capacity(needed_t)
+    positions = jnp.asarray(states.positions)
+    stacked = positions.ndim == 3
+    counts = jax.vmap(graph_counts, (0, 0, 0, None)) if stacked else graph_counts
+    needed = [int(jnp.max(c)) for c in counts(jnp.asarray(states.neighbors), positions, jnp.asarray(states.box),
+                                                cutoff)]
+    if capacities is None:
+        return tuple(grown_capacity(n) for n in needed)
+    return tuple(c if n <= c else grown_capacity(n) for c, n in zip(capacities, needed))

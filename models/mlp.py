@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .geometry import wrap
+from .geometry import state_arrays, wrap
 from .precision import check_dtype, params_dtype
 
 
@@ -30,14 +30,14 @@ def mlp_apply(params, x, activation=jax.nn.swish):
     return x @ params[-1]["w"] + params[-1]["b"]
 
 
-def mlp_external_energy(params, positions, box):
+def mlp_external_energy(params, state):
     """External MLP potential: sum_i MLP(x_i wrapped into [0, L)) (energy units, kT for the toy).
 
-    Input is the wrapped coordinate (N, dim) (dim = 1 for the double well) cast to the
-    parameters' dtype; the network's single output is the per-particle energy.
+    Input is the wrapped coordinate (N, dim) of ``state`` (dim = 1 for the double well) cast
+    to the parameters' dtype; neighbours and deformation are ignored. The network's single
+    output is the per-particle energy.
     """
-    dtype = params_dtype(params)
-    positions, box = jnp.asarray(positions, dtype), jnp.asarray(box, dtype)
+    positions, box, _ = state_arrays(state, params_dtype(params))
     if params[0]["w"].shape[0] != positions.shape[1] or params[-1]["w"].shape[1] != 1:
         raise ValueError(f"need an MLP with {positions.shape[1]} inputs and 1 output")
     return jnp.sum(mlp_apply(params, wrap(positions, box)))

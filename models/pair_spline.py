@@ -7,9 +7,7 @@ the n - 1 values at r_0 .. r_{n-2} are learned. Below r_min the first interval's
 cubic is extrapolated (a prior should keep pairs out of that region); pairs with
 r >= r_cut contribute nothing.
 """
-import jax.numpy as jnp
-
-from .geometry import pair_energy
+from .geometry import pair_energy, state_arrays
 from .precision import params_dtype
 from .spline import SplineGrid, evaluate_spline, export_spline_table, init_spline
 
@@ -30,21 +28,21 @@ def init_pair_spline(key, grid, dtype, scale=0.01):
     return init_spline(key, grid, dtype, scale)
 
 
-def pair_spline_energy(params, positions, box, neighbors, grid, deformation=None):
-    """Total pair energy sum_{i<j, r_ij < r_cut} u(r_ij) (kJ/mol).
+def pair_spline(grid):
+    """The tabulated pair model on ``grid``: ``energy(params, state)``.
 
-    Args:
-      params: knot values (n - 1,) (kJ/mol).
-      positions: (N, dim) positions (nm), cast to the parameters' dtype.
-      box: (dim,) box edge lengths (nm).
-      neighbors: (N, capacity) full dense neighbour list padded with N.
-      grid: from ``pair_spline_grid``.
+    energy = sum_{i<j, r_ij < r_cut} u(r_ij) (kJ/mol, the parameters' dtype) over the full
+    dense list ``state.neighbors`` (covering r_cut), under ``state.deformation``.
+    params: knot values (n - 1,) (kJ/mol); positions and box (nm) are cast to their dtype.
+    grid: from ``pair_spline_grid``.
     """
     _check_grid(grid)
-    dtype = params_dtype(params)
-    positions, box = jnp.asarray(positions, dtype), jnp.asarray(box, dtype)
-    return pair_energy(lambda r: evaluate_spline(r, params, grid), positions, box, neighbors, grid.x_max,
-                       deformation)
+
+    def energy(params, state):
+        positions, box, deformation = state_arrays(state, params_dtype(params))
+        return pair_energy(lambda r: evaluate_spline(r, params, grid), positions, box, state.neighbors,
+                           grid.x_max, deformation)
+    return energy
 
 
 def export_pair_table(params, grid):

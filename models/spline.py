@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .geometry import wrap
+from .geometry import state_arrays, wrap
 from .precision import check_dtype, params_dtype
 
 
@@ -146,20 +146,20 @@ def evaluate_spline(x, theta, grid):
     return evaluate_table(x, grid.x_min, grid.h, spline_coefficients(theta, grid))
 
 
-def external_spline_energy(params, positions, box, grid=SplineGrid()):
-    """External spline potential of a 1-D system: sum_i u(x_i wrapped into [0, L)).
+def external_spline(grid=SplineGrid()):
+    """External spline model of a 1-D system on ``grid``: ``energy(params, state)``.
 
-    Args:
-      params: knot values theta (grid.n_params,), energy units (kT for the double well).
-      positions: (N, 1) positions, cast to the parameters' dtype.
-      box: (1,) box length.
-      grid: knots; default 50 knots on [0, 1] (the double-well model).
+    energy = sum_i u(x_i wrapped into [0, L)) in the units of the knot values (kT for the
+    double well), the parameters' dtype. params: knot values theta (grid.n_params,);
+    state: positions (N, 1) and box (1,) (cast to the parameters' dtype), neighbours and
+    deformation ignored. Default grid: 50 knots on [0, 1] (the double-well model).
     """
-    dtype = params_dtype(params)
-    positions, box = jnp.asarray(positions, dtype), jnp.asarray(box, dtype)
-    if positions.ndim != 2 or positions.shape[1] != 1:
-        raise ValueError(f"external spline needs positions of shape (N, 1), got {positions.shape}")
-    return jnp.sum(evaluate_spline(wrap(positions, box)[:, 0], params, grid))
+    def energy(params, state):
+        positions, box, _ = state_arrays(state, params_dtype(params))
+        if positions.ndim != 2 or positions.shape[1] != 1:
+            raise ValueError(f"external spline needs positions of shape (N, 1), got {positions.shape}")
+        return jnp.sum(evaluate_spline(wrap(positions, box)[:, 0], params, grid))
+    return energy
 
 
 def export_spline_table(params, grid):

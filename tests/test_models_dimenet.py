@@ -1,5 +1,4 @@
 """DimeNet++ and its sparse graph: structure, capacity handling, symmetries, forces, NVE."""
-import functools
 import re
 
 import jax
@@ -14,10 +13,13 @@ from scipy import special  # noqa: E402
 from difftre.models import dimenet as dn  # noqa: E402
 from difftre.models import graph as gr  # noqa: E402
 from difftre.models.geometry import minimum_image  # noqa: E402
+from difftre.models.state import State  # noqa: E402
 
 CUT = 0.5           # nm, water cut-off
 N, K = 40, 40       # atoms, neighbour-list capacity
 E_CAP, T_CAP = 800, 12000
+SMALL = dict(embed_size=8, out_embed_size=8, int_embed_size=4, basis_embed_size=4, type_embed_size=4,
+             n_interactions=1)   # a small network for tests of the plumbing
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -80,25 +82,19 @@ def params64():
     return dn.init_dimenet(jax.random.PRNGKey(0), dtype=np.float64)
 
 
-@functools.partial(jax.jit, static_argnames=("e_cap", "t_cap"))
-def energy_grads(params, pos, box, nbrs, e_cap=E_CAP, t_cap=T_CAP):
-    """(energy, forces, dU/dparams, overflowed), the graph rebuilt from ``nbrs`` at ``pos``."""
-    def energy(p, r):
-        build = gr.graph_from_neighbors(nbrs, r, box, CUT, e_cap, t_cap)
-        return dn.dimenet_energy(p, r, box, build.graph, cutoff=CUT), build.overflowed
-    (e, overflowed), (g_params, g_pos) = jax.value_and_grad(energy, (0, 1), has_aux=True)(params, pos)
-    return e, -g_pos, g_params, overflowed
+MODEL = dn.dimenet(CUT, E_CAP, T_CAP)
 
 
 @jax.jit
-def energy_of_graph(params, pos, box, graph):
-    return dn.dimenet_energy(params, pos, box, graph, cutoff=CUT)
+def energy_grads(params, pos, box, nbrs):
+    """(energy, forces, dU/dparams), the graph rebuilt from ``nbrs`` at ``pos`` inside the model."""
+    e, (g_params, g_pos) = jax.value_and_grad(lambda p, r: MODEL(p, State(r, box, nbrs)), (0, 1))(params, pos)
+    return e, -g_pos, g_params
 
 
 def evaluate(params, pos, box, r_list=CUT + 0.1):
-    e, f, _, overflowed = energy_grads(params, jnp.asarray(pos), jnp.asarray(box),
-                                       brute_force_neighbors(pos, box, r_list, K))
-    assert not overflowed
+    e, f, _ = energy_grads(params, jnp.asarray(pos), jnp.asarray(box), brute_force_neighbors(pos, box, r_list, K))
+    assert np.isfinite(e)    # NaN would mean the graph overflowed
     return float(e), np.asarray(f)
 
 
@@ -150,18 +146,34 @@ def test_graph_matches_brute_force(periodic):
 def test_capacity_regrow_and_overflow(periodic, params64):
     pos, box = periodic
     nbrs = brute_force_neighbors(pos, box, CUT + 0.1, K)
+    state = State(pos, box, nbrs)
     needed_e, needed_t = (int(c) for c in gr.graph_counts(nbrs, pos, box, CUT))
 
-    small = gr.build_graph(nbrs, pos, box, CUT, edge_capacity=10, triplet_capacity=10)
-    assert small.edge_capacity == int(np.ceil(1.25 * needed_e))
-    assert small.triplet_capacity == int(np.ceil(1.25 * needed_t))
-    auto = gr.build_graph(nbrs, pos, box, CUT)
-    assert (auto.edge_capacity, auto.triplet_capacity) == (small.edge_capacity, small.triplet_capacity)
+    grown = (int(np.ceil(1.25 * needed_e)), int(np.ceil(1.25 * needed_t)))
+    assert gr.graph_capacities(state, CUT) == grown
+    assert gr.graph_capacities(state, CUT, (10, 10)) == grown
+    assert gr.graph_capacities(state, CUT, (10, T_CAP)) == (grown[0], T_CAP)     # only what overflows regrows
+    assert gr.graph_capacities(state, CUT, (E_CAP, T_CAP)) == (E_CAP, T_CAP)     # fits: kept
+    # over a stack of states: the largest need (the second state is denser: the same atoms squeezed)
+    squeezed = State(pos * 0.9, box * 0.9, brute_force_neighbors(pos * 0.9, box * 0.9, CUT + 0.1, K))
+    stack = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), state, squeezed)
+    needed_squeezed = [int(c) for c in gr.graph_counts(squeezed.neighbors, squeezed.positions, squeezed.box, CUT)]
+    assert needed_squeezed[0] > needed_e and needed_squeezed[1] > needed_t
+    assert gr.graph_capacities(stack, CUT) == gr.graph_capacities(squeezed, CUT)
+
+    tight = dn.dimenet(CUT, *grown)
     big = gr.graph_from_neighbors(nbrs, pos, box, CUT, E_CAP, T_CAP).graph
-    # padded entries contribute exactly nothing: regrown (tight) and padded graphs agree
-    assert big.edge_capacity > small.edge_capacity and not bool(big.triplet_mask.all())
-    np.testing.assert_allclose(energy_of_graph(params64, pos, box, small),
-                               energy_of_graph(params64, pos, box, big), rtol=1e-12)
+    # padded entries contribute exactly nothing: tight and padded graphs agree
+    assert E_CAP > grown[0] and not bool(big.triplet_mask.all())
+    np.testing.assert_allclose(jax.jit(tight)(params64, state), jax.jit(MODEL)(params64, state), rtol=1e-12)
+    # an overflowing graph is never silent: NaN energy and NaN gradients, inside jit (small network: fast)
+    small = dn.init_dimenet(jax.random.PRNGKey(11), dtype=np.float64, **SMALL)
+    for e_cap, t_cap in ((needed_e - 1, T_CAP), (E_CAP, needed_t - 1)):
+        model = dn.dimenet(CUT, e_cap, t_cap)
+        e, (g_params, g_pos) = jax.jit(jax.value_and_grad(lambda p, x: model(p, State(x, box, nbrs)), (0, 1)))(
+            small, pos)
+        assert np.isnan(e) and np.all(np.isnan(g_pos))
+        assert all(np.all(np.isnan(x)) for x in jax.tree_util.tree_leaves(g_params))
 
     for e_cap, t_cap, which in ((10, T_CAP, "edge"), (E_CAP, 10, "triplet"), (10, 10, "edge")):
         g, ne, nt, overflowed = gr.graph_from_neighbors(nbrs, pos, box, CUT, e_cap, t_cap)
@@ -181,14 +193,15 @@ def test_default_hyper_parameters_count_and_precision(periodic):
     assert n_params == 121398                  # 1.2e5 as in the paper
     assert {x.dtype for x in jax.tree_util.tree_leaves(p32)} == {np.dtype(np.float32)}
 
-    g = gr.graph_from_neighbors(brute_force_neighbors(pos, box, CUT, K), pos, box, CUT, E_CAP, T_CAP).graph
-    e32 = energy_of_graph(p32, pos, box, g)    # float64 positions are converted to float32
+    nbrs = brute_force_neighbors(pos, box, CUT, K)
+    energy = jax.jit(MODEL)
+    e32 = energy(p32, State(pos, box, nbrs))    # float64 positions are converted to float32
     assert e32.dtype == jnp.float32 and e32.shape == ()
-    energy = functools.partial(dn.dimenet_energy, box=box, graph=g, cutoff=CUT)
-    jaxpr = str(jax.make_jaxpr(jax.grad(energy, argnums=1))(p32, pos.astype(np.float32)))
+    force = jax.grad(lambda p, x: MODEL(p, State(x, box.astype(np.float32), nbrs)), argnums=1)
+    jaxpr = str(jax.make_jaxpr(force)(p32, pos.astype(np.float32)))
     assert not re.search(r"f64\[\d", jaxpr)       # no float64 arrays (only weak Python scalars)
     p64 = jax.tree_util.tree_map(lambda x: x.astype(np.float64), p32)
-    e64 = energy_of_graph(p64, pos, box, g)
+    e64 = energy(p64, State(pos, box, nbrs))
     assert e64.dtype == jnp.float64
     np.testing.assert_allclose(e32, e64, rtol=1e-4)
     with pytest.raises(TypeError):
@@ -198,19 +211,21 @@ def test_default_hyper_parameters_count_and_precision(periodic):
 def test_species_small_network(periodic):
     """n_species = 2 with a small network: species matter, and (species, atoms) permute together."""
     pos, box = periodic
-    hyper = dict(embed_size=8, out_embed_size=8, int_embed_size=4, basis_embed_size=4,
-                 type_embed_size=4, n_interactions=1, n_species=2, cutoff=CUT)
+    hyper = dict(SMALL, n_species=2, cutoff=CUT)
     params = dn.init_dimenet(jax.random.PRNGKey(9), dtype=np.float64, **hyper)
     assert params["embedding"]["species"].shape == (2, 4)
-    g = gr.build_graph(brute_force_neighbors(pos, box, CUT, K), pos, box, CUT)
-    energy = jax.jit(lambda r, s, g: dn.dimenet_energy(params, r, box, g, s, **hyper))
+    state = State(pos, box, brute_force_neighbors(pos, box, CUT, K))
+    capacities = gr.graph_capacities(state, CUT)
+
+    def energy(species, state):
+        return dn.dimenet(edge_capacity=capacities[0], triplet_capacity=capacities[1], species=species,
+                          **hyper)(params, state)
     species = np.arange(N) % 2
-    e0 = energy(pos, species, g)
-    assert abs(float(e0 - energy(pos, 1 - species, g))) > 1e-6 * abs(float(e0))
+    e0 = energy(species, state)
+    assert abs(float(e0 - energy(1 - species, state))) > 1e-6 * abs(float(e0))
     perm = np.random.default_rng(10).permutation(N)
-    g_perm = gr.build_graph(brute_force_neighbors(pos[perm], box, CUT, K), pos[perm], box, CUT,
-                            g.edge_capacity, g.triplet_capacity)
-    np.testing.assert_allclose(energy(pos[perm], species[perm], g_perm), e0, rtol=1e-10)
+    permuted = State(pos[perm], box, brute_force_neighbors(pos[perm], box, CUT, K))
+    np.testing.assert_allclose(energy(species[perm], permuted), e0, rtol=1e-10)
 
 
 def test_invariance_cluster(cluster, params64):
@@ -254,7 +269,7 @@ def test_forces_match_finite_differences(cluster, params64):
     parameter gradients are finite with padded edges and triplets."""
     pos, box = cluster
     nbrs = brute_force_neighbors(pos, box, CUT + 0.2, K)   # fixed list, graph rebuilt
-    _, f, g_params, _ = energy_grads(params64, pos, box, nbrs)
+    _, f, g_params = energy_grads(params64, pos, box, nbrs)
     leaves = jax.tree_util.tree_leaves(g_params)     # padded graph: finite parameter gradients
     assert all(np.all(np.isfinite(x)) for x in leaves) and all(np.any(x != 0) for x in leaves)
     rng = np.random.default_rng(6)
@@ -279,14 +294,14 @@ def test_nve_energy_conservation(periodic):
     sigma, eps = 0.3165, 1.0
 
     def potential(r):
-        g, _, _, overflowed = gr.graph_from_neighbors(nbrs, r, box, CUT, E_CAP, T_CAP)
+        g = gr.graph_from_neighbors(nbrs, r, box, CUT, E_CAP, T_CAP).graph
         s, t = jnp.where(g.edge_mask, g.senders, 0), jnp.where(g.edge_mask, g.receivers, 0)
         d2 = jnp.where(g.edge_mask, jnp.sum(minimum_image(r[s] - r[t], box) ** 2, -1), 1.0)
         pair = eps * (sigma ** 2 / d2) ** 6 * dn.envelope(jnp.sqrt(d2) / CUT)   # smooth (C2) at CUT
         prior = 0.5 * jnp.sum(jnp.where(g.edge_mask, pair, 0.0))
-        return prior + dn.dimenet_energy(params, r, box, g, cutoff=CUT), overflowed
+        return prior + MODEL(params, State(r, box, nbrs))     # NaN if the graph overflowed
 
-    energy_and_grad = jax.value_and_grad(potential, has_aux=True)
+    energy_and_grad = jax.value_and_grad(potential)
 
     @jax.jit
     def run(state, dt):
@@ -295,16 +310,16 @@ def test_nve_energy_conservation(periodic):
             r, v, f = state
             v = v + 0.5 * dt * f / mass
             r = r + dt * v
-            (u, overflowed), grad = energy_and_grad(r)
+            u, grad = energy_and_grad(r)
             v = v - 0.5 * dt * grad / mass
-            return (r, v, -grad), (u + 0.5 * mass * jnp.sum(v * v), overflowed)
+            return (r, v, -grad), u + 0.5 * mass * jnp.sum(v * v)
         return jax.lax.scan(step, state, None, length=100)
 
     rng = np.random.default_rng(8)
     v0 = rng.normal(0, np.sqrt(kT / mass), pos.shape)
     v0 -= v0.mean(0)
     r0 = jnp.asarray(pos)
-    (u0, _), grad0 = jax.jit(energy_and_grad)(r0)
+    u0, grad0 = jax.jit(energy_and_grad)(r0)
     assert 1.0 < np.abs(grad0).max() < 1e3
     e_start = float(u0) + 0.5 * mass * np.sum(v0 * v0)
 
@@ -312,8 +327,8 @@ def test_nve_energy_conservation(periodic):
     for dt, repeats in ((1e-3, 2), (0.5e-3, 4)):                       # ps; 0.2 ps in total
         state, e_trace = (r0, jnp.asarray(v0), -grad0), []
         for _ in range(repeats):
-            state, (e, overflowed) = run(state, dt)
-            assert not np.any(overflowed)
+            state, e = run(state, dt)
+            assert np.all(np.isfinite(e))      # no graph overflow (NaN) along the trajectory
             e_trace.append(e)
         errors.append(np.max(np.abs(np.concatenate(e_trace) - e_start)))
     kinetic = 1.5 * N * kT

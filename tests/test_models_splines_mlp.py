@@ -13,11 +13,11 @@ from scipy.interpolate import CubicSpline  # noqa: E402
 
 from difftre.models.geometry import dense_neighbor_list  # noqa: E402
 from difftre.models.mlp import init_mlp, mlp_apply, mlp_external_energy  # noqa: E402
-from difftre.models.pair_spline import (export_pair_table, init_pair_spline,  # noqa: E402
-                                        pair_spline_energy, pair_spline_grid)
+from difftre.models.pair_spline import export_pair_table, init_pair_spline, pair_spline, pair_spline_grid  # noqa: E402
 from difftre.models.precision import check_dtype  # noqa: E402
 from difftre.models.spline import (SplineGrid, evaluate_spline, export_spline_table,  # noqa: E402
-                                   external_spline_energy, init_spline)
+                                   external_spline, init_spline)
+from difftre.models.state import State  # noqa: E402
 
 
 def numpy_table(x, x0, h, c):
@@ -101,21 +101,23 @@ def test_spline_export_matches_jax(theta):
 
 def test_external_spline_energy_wraps_and_gradient(theta):
     pos = np.random.default_rng(1).uniform(-2.0, 3.0, (20, 1))
-    box = np.array([1.0])
-    e = external_spline_energy(theta, pos, box)
+    state = State(pos, np.array([1.0]))
+    model = external_spline()                   # default grid: the double-well model's GRID
+    e = model(theta, state)
     np.testing.assert_allclose(e, np.sum(evaluate_spline(pos[:, 0] % 1.0, theta, GRID)), rtol=1e-12)
-    energy = jax.jit(external_spline_energy)
-    grad = jax.grad(energy)(theta, pos, box)
-    fd = central_fd(lambda t: float(energy(t, pos, box)), theta)
+    energy = jax.jit(model)
+    grad = jax.grad(energy)(theta, state)
+    fd = central_fd(lambda t: float(energy(t, state)), theta)
     np.testing.assert_allclose(grad, fd, atol=1e-7)
 
 
 def test_spline_float32_runs_float32():
     t32 = init_spline(jax.random.key(0), GRID, np.float32)
     assert t32.dtype == np.float32 and t32.shape == (50,)
-    e = external_spline_energy(t32, np.random.default_rng(0).uniform(0, 1, (10, 1)), np.ones(1))
+    model = external_spline(GRID)
+    e = model(t32, State(np.random.default_rng(0).uniform(0, 1, (10, 1)), np.ones(1)))
     assert e.dtype == np.float32
-    assert jax.grad(external_spline_energy)(t32, np.full((3, 1), 0.3), np.ones(1)).dtype == np.float32
+    assert jax.grad(model)(t32, State(np.full((3, 1), 0.3), np.ones(1))).dtype == np.float32
 
 
 def test_spline_rejects_wrong_length():
@@ -133,19 +135,19 @@ def test_mlp_shapes_and_dtypes():
         assert all(leaf.dtype == dtype for leaf in jax.tree_util.tree_leaves(params))
         assert mlp_apply(params, jnp.zeros((7, 1), dtype)).shape == (7, 1)
         pos = np.random.default_rng(0).uniform(0, 1, (10, 1))   # float64 input, cast to the model's dtype
-        e, g = jax.value_and_grad(mlp_external_energy)(params, pos, np.ones(1))
+        e, g = jax.value_and_grad(mlp_external_energy)(params, State(pos, np.ones(1)))
         assert e.shape == () and e.dtype == dtype
         assert all(leaf.dtype == dtype for leaf in jax.tree_util.tree_leaves(g))
-        assert jax.jit(mlp_external_energy)(params, pos, np.ones(1)).dtype == dtype
+        assert jax.jit(mlp_external_energy)(params, State(pos, np.ones(1))).dtype == dtype
 
 
 def test_mlp_wraps_and_gradient_matches_fd():
     params = init_mlp(jax.random.key(2), (1, 16, 16, 1), np.float64)
     pos = np.random.default_rng(3).uniform(0, 1, (5, 1))
     box = np.array([1.0])
-    np.testing.assert_allclose(mlp_external_energy(params, pos + 3.0, box), mlp_external_energy(params, pos, box),
-                               rtol=1e-12)
-    energy = jax.jit(mlp_external_energy)
+    np.testing.assert_allclose(mlp_external_energy(params, State(pos + 3.0, box)),
+                               mlp_external_energy(params, State(pos, box)), rtol=1e-12)
+    energy = jax.jit(lambda p, x, b: mlp_external_energy(p, State(x, b)))
     grad = jax.grad(energy)(params, pos, box)
     for i, name in [(0, "w"), (1, "b"), (2, "w")]:
         def f(v, i=i, name=name):
@@ -200,16 +202,17 @@ def test_pair_spline_energy_equals_double_loop(ptheta, dim):
             r = np.linalg.norm(d - box * np.round(d / box))
             if r < 0.8:
                 ref += numpy_table(r, x0, h, c)
-    energy = jax.jit(pair_spline_energy)
-    np.testing.assert_allclose(energy(ptheta, pos, box, nbrs, PGRID), ref, rtol=1e-12)
+    model = pair_spline(PGRID)
+    energy = jax.jit(lambda p, x: model(p, State(x, box, nbrs)))
+    np.testing.assert_allclose(energy(ptheta, pos), ref, rtol=1e-12)
     np.testing.assert_allclose(numpy_table(np.linspace(0.1, 0.8, 200), x0, h, c),
                                evaluate_spline(np.linspace(0.1, 0.8, 200), ptheta, PGRID), atol=1e-12)
-    force = -jax.grad(energy, argnums=1)(ptheta, pos, box, nbrs, PGRID)
+    force = -jax.grad(energy, argnums=1)(ptheta, pos)
     assert np.all(np.isfinite(force))
-    f4 = lambda x4: float(energy(ptheta, np.concatenate([x4, pos[4:]]), box, nbrs, PGRID))  # noqa: E731
+    f4 = lambda x4: float(energy(ptheta, np.concatenate([x4, pos[4:]])))  # noqa: E731
     np.testing.assert_allclose(force[:4], -central_fd(f4, pos[:4]), atol=1e-6)
-    g = jax.grad(energy)(ptheta, pos, box, nbrs, PGRID)
-    np.testing.assert_allclose(g, central_fd(lambda t: float(energy(t, pos, box, nbrs, PGRID)), ptheta), atol=1e-7)
+    g = jax.grad(energy)(ptheta, pos)
+    np.testing.assert_allclose(g, central_fd(lambda t: float(energy(t, pos)), ptheta), atol=1e-7)
 
 
 def test_pair_spline_float32_and_jit():
@@ -218,9 +221,10 @@ def test_pair_spline_float32_and_jit():
     box = np.full(3, 2.0)
     pos = random_config(20, box, 0.25, seed=0)
     nbrs = dense_neighbor_list(pos, box, 0.8)
-    e = jax.jit(pair_spline_energy)(t32, pos, box, nbrs, PGRID)
+    model, state = pair_spline(PGRID), State(pos, box, nbrs)
+    e = jax.jit(model)(t32, state)
     assert e.dtype == np.float32
-    np.testing.assert_allclose(e, pair_spline_energy(t32.astype(np.float64), pos, box, nbrs, PGRID), rtol=1e-4)
+    np.testing.assert_allclose(e, model(t32.astype(np.float64), state), rtol=1e-4)
 
 
 def test_bspline_basis_is_c2_local_and_exported():

@@ -1,5 +1,14 @@
 """Each JAX prior (models/) equals its Numba kernel (kernels/): energies and forces to 1e-10 relative,
-float64, random configurations; exported spline tables drive the kernels to the JAX energy."""
+float64, random configurations; exported spline tables drive the kernels to the JAX energy.
+
+Table-driven: a prior's record holds its JAX factory, its Numba factory and ONE set of named
+parameters; both sides are built from the same values passed in the same (positional) order, with the
+same keyword constants, so the two argument orders cannot diverge again; the JAX factory's leading
+parameter names are the record's names. The Numba term's cut-off sizes the neighbour list handed to JAX.
+"""
+import functools
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,70 +17,87 @@ import pytest
 from conftest import diamond_lattice, lattice_positions
 from difftre import md
 from difftre.models import pair_spline, priors, spline
+from difftre.models.state import State
 from test_kernels_forces import evaluate
 
 jax.config.update("jax_enable_x64", True)
 F64 = np.float64
 
 
-def jax_energy_forces(energy_fn, positions, box, neighbors):
-    positions = jnp.asarray(positions)
-    energy, grad = jax.value_and_grad(energy_fn)(positions, jnp.asarray(box), jnp.asarray(neighbors))
-    return float(energy), -np.asarray(grad)
-
-
 def liquid(rng):
     return lattice_positions(6, 2.1, 0.05, rng), np.full(3, 2.1)
 
 
-def pair_spline_case(rng):
-    grid = pair_spline.pair_spline_grid(0.2, 0.9, 40)
-    params = pair_spline.init_pair_spline(jax.random.PRNGKey(1), grid, F64, scale=1.0)
-    energy = lambda x, b, nb: pair_spline.pair_spline_energy(params, x, b, nb, grid)
-    return energy, md.tabulated_pair(*pair_spline.export_pair_table(params, grid)), 0.9
+def diamond(rng):
+    positions, box = diamond_lattice(3, 0.357)
+    return positions + rng.normal(0, 0.01, positions.shape), box
 
 
-CASES = {
-    "lj": lambda rng: (priors.lennard_jones(0.3, 1.2, 0.9, dtype=F64), md.lennard_jones(1.2, 0.3, 0.9), 0.9),
-    "lj_shifted": lambda rng: (priors.lennard_jones(0.3, 1.2, 0.9, shift=True, dtype=F64),
-                               md.lennard_jones(1.2, 0.3, 0.9, shifted=True), 0.9),
-    "repulsive": lambda rng: (priors.soft_sphere(0.3165, 1.0, 0.9, dtype=F64), md.repulsive(1.0, 0.3165, 0.9), 0.9),
-    "pair_spline": pair_spline_case,
-    "stillinger_weber": lambda rng: (priors.stillinger_weber(0.14, 200.0, dtype=F64),
-                                     md.stillinger_weber(200.0, 0.14), 0.252),
+def unwrapped(dim):
+    def configuration(rng):
+        return rng.uniform(0.1, 0.9, (50, dim)) + rng.integers(-2, 3, (50, dim)), np.ones(dim)
+    return configuration
+
+
+LJ = dict(epsilon=1.2, sigma=0.3, cutoff=0.9)
+SW = dict(epsilon=200.0, sigma=0.14)            # the paper's diamond prior
+
+# name: (JAX factory, Numba factory, named parameters (positional on both sides), keyword constants, configuration)
+PRIORS = {
+    "lennard_jones": (priors.lennard_jones, md.lennard_jones, LJ, {}, liquid),
+    "lennard_jones_shifted": (functools.partial(priors.lennard_jones, shift=True),
+                              functools.partial(md.lennard_jones, shifted=True), LJ, {}, liquid),
+    "repulsive": (priors.repulsive, md.repulsive, dict(epsilon=1.0, sigma=0.3165, cutoff=0.9), {}, liquid),
+    "repulsive_6": (priors.repulsive, md.repulsive, dict(epsilon=2.0, sigma=0.3, cutoff=0.9, exponent=6), {},
+                    liquid),
+    "stillinger_weber": (priors.stillinger_weber, md.stillinger_weber, SW, {}, diamond),
+    "stillinger_weber_constants": (priors.stillinger_weber, md.stillinger_weber, SW,
+                                   dict(A=6.5, B=0.7, a=1.9, lam=25.0, gamma=1.1, cos_theta0=-0.3), diamond),
+    "harmonic_1d": (priors.harmonic_external, md.harmonic, dict(k=150.0, center=[0.45]), {}, unwrapped(1)),
+    "harmonic_3d": (priors.harmonic_external, md.harmonic, dict(k=150.0, center=[0.4, 0.55, 0.6]), {},
+                    unwrapped(3)),
 }
 
 
-@pytest.mark.parametrize("name", CASES)
+def pair_spline_model():
+    grid = pair_spline.pair_spline_grid(0.2, 0.9, 40)
+    params = pair_spline.init_pair_spline(jax.random.PRNGKey(1), grid, F64, scale=1.0)
+    return pair_spline.pair_spline(grid), params, md.tabulated_pair(*pair_spline.export_pair_table(params, grid))
+
+
+def external_spline_model():
+    grid = spline.SplineGrid(0.0, 1.0, 50)
+    params = spline.init_spline(jax.random.PRNGKey(2), grid, F64, scale=1.0)
+    return spline.external_spline(grid), params, md.external_spline(*spline.export_spline_table(params, grid))
+
+
+# name: (() -> (JAX model, its params, Numba term of the exported table), configuration)
+MODELS = {"pair_spline": (pair_spline_model, liquid), "external_spline": (external_spline_model, unwrapped(1))}
+
+
+def assert_parity(energy_fn, params, term, positions, box):
+    """JAX energy(params, State) and -grad equal the Numba term's energy and forces."""
+    force_field = md.ForceField([term])
+    numba_energy, numba_forces, _ = evaluate(force_field, positions, box)
+    neighbors = (md.full_neighbor_list(positions, box, force_field.cutoff) if force_field.cutoff > 0 else None)
+    energy, grad = jax.value_and_grad(lambda x: energy_fn(params, State(x, jnp.asarray(box), neighbors)))(
+        jnp.asarray(positions))
+    assert float(energy) == pytest.approx(numba_energy, rel=1e-10)
+    # an external term's force is one term per particle: absolute 1e-12; interactions: relative to the largest
+    atol = 1e-12 if force_field.cutoff == 0 else 1e-10 * np.abs(numba_forces).max()
+    np.testing.assert_allclose(-np.asarray(grad), numba_forces, rtol=1e-10, atol=atol)
+
+
+@pytest.mark.parametrize("name", PRIORS)
 def test_jax_prior_equals_numba_kernel(name, rng):
-    jax_energy, term, cutoff = CASES[name](rng)
-    if name == "stillinger_weber":
-        positions, box = diamond_lattice(3, 0.357)
-        positions = positions + rng.normal(0, 0.01, positions.shape)
-    else:
-        positions, box = liquid(rng)
-    numba_energy, numba_forces, _ = evaluate(md.ForceField([term]), positions, box)
-    energy, forces = jax_energy_forces(jax_energy, positions, box, md.full_neighbor_list(positions, box, cutoff))
-    assert energy == pytest.approx(numba_energy, rel=1e-10)
-    np.testing.assert_allclose(forces, numba_forces, rtol=1e-10, atol=1e-10 * np.abs(numba_forces).max())
+    jax_factory, numba_factory, named, constants, configuration = PRIORS[name]
+    jax_parameters = list(inspect.signature(jax_factory).parameters)
+    assert jax_parameters[:len(named)] == list(named)
+    energy_fn = jax_factory(*named.values(), dtype=F64, **constants)
+    assert_parity(energy_fn, None, numba_factory(*named.values(), **constants), *configuration(rng))
 
 
-@pytest.mark.parametrize("dim", [1, 3])
-def test_harmonic_and_external_spline(dim, rng):
-    positions = rng.uniform(0.1, 0.9, (50, dim)) + rng.integers(-2, 3, (50, dim))   # unwrapped
-    box = np.ones(dim)
-    center = rng.uniform(0.3, 0.7, dim)
-    energy_fn = priors.harmonic_external(150.0, center, dtype=F64)
-    numba_energy, numba_forces, _ = evaluate(md.ForceField([md.harmonic(150.0, center)]), positions, box)
-    energy, forces = jax_energy_forces(lambda x, b, nb: energy_fn(x, b), positions, box, np.zeros((50, 1), np.int32))
-    assert energy == pytest.approx(numba_energy, rel=1e-10)
-    np.testing.assert_allclose(forces, numba_forces, rtol=1e-10, atol=1e-12)
-    if dim == 1:
-        grid = spline.SplineGrid(0.0, 1.0, 50)
-        theta = spline.init_spline(jax.random.PRNGKey(2), grid, F64, scale=1.0)
-        term = md.external_spline(*spline.export_spline_table(theta, grid))
-        numba_energy, numba_forces, _ = evaluate(md.ForceField([term]), positions, box)
-        energy, forces = jax_energy_forces(lambda x, b, nb: spline.external_spline_energy(theta, x, b, grid),
-                                           positions, box, np.zeros((50, 1), np.int32))
-        assert energy == pytest.approx(numba_energy, rel=1e-10)
-        np.testing.assert_allclose(forces, numba_forces, rtol=1e-10, atol=1e-12)
+@pytest.mark.parametrize("name", MODELS)
+def test_exported_table_drives_kernel_to_jax_energy(name, rng):
+    make, configuration = MODELS[name]
+    assert_parity(*make(), *configuration(rng))
