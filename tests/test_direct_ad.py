@@ -18,9 +18,8 @@ jax.config.update("jax_enable_x64", True)
 K = 150.0   # the double-well prior's spring (kT / length^2)
 
 
-def mlp_and_prior(params, positions, box):
-    return mlp.mlp_external_energy(params, positions, box) + priors.harmonic_external(K, [0.5], dtype=np.float64)(
-        positions, box)
+def mlp_and_prior(params, state):
+    return mlp.mlp_external_energy(params, state) + priors.harmonic_external(K, [0.5], dtype=np.float64)(params, state)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +45,7 @@ def test_jax_baoab_without_friction_is_the_numba_velocity_verlet(setup):
 
 def test_jax_baoab_samples_the_harmonic_boltzmann_variance():
     k, kT, n = 150.0, 1.0, 4000
-    energy = lambda params, x, box: 0.5 * k * jnp.sum((x - 0.5) ** 2)
+    energy = lambda params, state: 0.5 * k * jnp.sum((state.positions - 0.5) ** 2)
     rng = np.random.default_rng(0)
     x0 = 0.5 + np.sqrt(kT / k) * rng.standard_normal((n, 1))
     v0 = np.sqrt(kT) * rng.standard_normal((n, 1))
