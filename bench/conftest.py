@@ -29,7 +29,7 @@ def md_options(request):
 def pytest_terminal_summary(terminalreporter):
     if not _RESULTS:
         return
-    from difftre.bench import machine_info
+    from difftre.benchmarks import machine_info
     info = machine_info()
     write = terminalreporter.write_line
     terminalreporter.section("MD steps per second (median round; ratio = difftre / peer)")

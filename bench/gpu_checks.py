@@ -13,9 +13,9 @@
 2. ``agreement``: large systems through the multi-block cooperative-grid path
    against the CPU sampler (float64, velocity Verlet, 20 steps): LJ N = 64 000, SW N = 1000.
 3. ``throughput``: velocity Verlet (NVE) after a GPU Langevin equilibration:
-   LJ liquid rho* = 0.8442, rc = 2.5, skin 0.3, dt 0.005 (difftre.bench.lj_system):
+   LJ liquid rho* = 0.8442, rc = 2.5, skin 0.3, dt 0.005 (difftre.benchmarks.md_speed.lj_system):
    N = 64 000 single system (grid mode) and N = 1000 x 100 replicas (replica mode);
-   SW silicon N = 1000, 300 K, skin 0.03 nm, dt 1 fs (difftre.bench.sw_system),
+   SW silicon N = 1000, 300 K, skin 0.03 nm, dt 1 fs (difftre.benchmarks.md_speed.sw_system),
    single system in both layouts; float32 and float64. steps_per_second counts every
    replica's steps (replicas * steps / s), atom_steps_per_second = N times that.
 4. ``jax_forces``: the host-stepped mode (integrator halves as kernels, JAX forces
@@ -68,15 +68,16 @@ def run_device_tests():
 
 
 def systems(name):
-    from difftre import bench
+    from difftre.benchmarks import md_speed
     if name.startswith("lj"):
-        return bench.lj_system(int(name[2:]))
-    return bench.sw_system(int(name[2:]))
+        return md_speed.lj_system(int(name[2:]))
+    return md_speed.sw_system(int(name[2:]))
 
 
 def sampler_for(system, integrator, dtype, replicas=1, mode="auto"):
-    from difftre import bench, md_cuda
-    return md_cuda.CudaSampler(bench.difftre_force_field(system.potential), integrator, skin=system.skin,
+    from difftre import md_cuda
+    from difftre.benchmarks import md_speed
+    return md_cuda.CudaSampler(md_speed.difftre_force_field(system.potential), integrator, skin=system.skin,
                                dtype=dtype, replicas=replicas, mode=mode)
 
 
@@ -95,13 +96,14 @@ def equilibrated(system, steps, seed=0):
 
 def agreement(name, steps=20):
     """Max |x_gpu - x_cpu| after `steps` Verlet steps, GPU cooperative-grid path vs the CPU sampler."""
-    from difftre import bench, md
+    from difftre import md
+    from difftre.benchmarks import md_speed
     system = equilibrated(systems(name), 200)
     integrator = md.VelocityVerlet(dt=system.dt)
     gpu = sampler_for(system, integrator, np.float64, mode="grid")
     state = gpu.init_state(system.positions, system.box, system.mass, 0, velocities=system.velocities)
     trajectory, state = gpu.run(state, 0, 1, steps)
-    cpu = md.Sampler(bench.difftre_force_field(system.potential), integrator, skin=system.skin)
+    cpu = md.Sampler(md_speed.difftre_force_field(system.potential), integrator, skin=system.skin)
     cpu_state = cpu.init_state(system.positions, system.box, system.mass, 0, velocities=system.velocities)
     cpu_trajectory, cpu_state = cpu.run(cpu_state, 0, 1, steps)
     emit({"check": "agreement", "system": name, "mode": "grid", "n": system.n, "steps": steps,

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from difftre import bench
+from difftre.benchmarks import BenchmarkUnavailable, md_speed
 
 CASES = [("lj", 1000), ("lj", 8000), ("sw", 1000)]
 ENGINES = ("difftre", "jaxmd", "lammps")
@@ -37,12 +37,12 @@ def _params():
 def test_md_steps_per_second(benchmark, md_results, md_options, potential, n, engine):
     steps = max(1, int(round(STEPS[potential, n][engine] * md_options["scale"])))
     rounds = md_options["rounds"] or ROUNDS[engine]
-    system = bench.equilibrate(bench.make_system(potential, n), EQUILIBRATION)
+    system = md_speed.equilibrate(md_speed.make_system(potential, n), EQUILIBRATION)
 
     start = time.perf_counter()
     try:
-        runner = bench.make_runner(engine, system, np.float64, chunk=steps if engine == "jaxmd" else None)
-    except bench.BenchmarkUnavailable as error:
+        runner = md_speed.make_runner(engine, system, np.float64, chunk=steps if engine == "jaxmd" else None)
+    except BenchmarkUnavailable as error:
         pytest.skip(str(error))
     runner.run(steps if engine == "jaxmd" else 1)          # compile / set-up
     compile_seconds = time.perf_counter() - start
@@ -61,8 +61,8 @@ def test_md_steps_per_second(benchmark, md_results, md_options, potential, n, en
     if hasattr(runner, "close"):
         runner.close()
 
-    result = bench.describe(system, engine, steps, np.float64, "cpu", 1)
-    result.update(bench.timing(system, steps, 1, statistics.median(walls)))
+    result = md_speed.describe(system, engine, steps, np.float64, "cpu", 1)
+    result.update(md_speed.timing(system, steps, 1, statistics.median(walls)))
     result.update(compile_seconds=compile_seconds, rounds=len(walls), neighbor_rebuilds=runner.neighbor_rebuilds,
                   temperature=temperature)
     assert np.isfinite(result["temperature"]) and result["temperature"] > 0

@@ -37,13 +37,15 @@ def _positive_float(text):
 
 
 def build_parser():
-    from difftre import bench
+    from difftre.benchmarks import md_speed
 
     parser = argparse.ArgumentParser(prog="difftre", description="Differentiable trajectory reweighting tools.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    bench_parser = commands.add_parser("bench", help="benchmarks", description="Benchmarks.")
+    bench_parser = commands.add_parser(
+        "bench", help="benchmarks", description="Benchmarks: MD speed against JAX MD and LAMMPS (md), DiffTRe "
+                                                "against direct AD through the simulation (grad).")
     workloads = bench_parser.add_subparsers(dest="workload", metavar="WORKLOAD")
     workloads.required = True
     md = workloads.add_parser(
@@ -52,23 +54,28 @@ def build_parser():
                     "dt=0.005, T*=0.72) or Stillinger-Weber diamond silicon (N = 8 n^3, dt = 1 fs, 300 K). "
                     "The lattice is equilibrated by a difftre Langevin run first (not timed); the timed run "
                     "follows a warm-up run; compile time is reported separately.")
-    md.add_argument("--potential", choices=bench.POTENTIALS, required=True, help="lj or sw")
-    md.add_argument("--n", type=_int_at_least(1), required=True, help="number of atoms (sw: 8 n^3)")
+    md.add_argument("--potential", choices=md_speed.POTENTIALS, required=True,
+                    help="lj: Lennard-Jones liquid; sw: Stillinger-Weber diamond silicon")
+    md.add_argument("--n", type=_int_at_least(1), required=True,
+                    help="number of atoms (lj: N >= 149, so that the box exceeds 2 (cut-off + skin); "
+                         "sw: N = 8 n^3 >= 64)")
     md.add_argument("--steps", type=_int_at_least(1), required=True, help="timed steps")
-    md.add_argument("--dtype", choices=tuple(bench.DTYPES), default="float64")
-    md.add_argument("--device", choices=bench.DEVICES, default="cpu",
+    md.add_argument("--dtype", choices=tuple(md_speed.DTYPES), default="float64",
+                    help="floating-point precision of difftre's run (the peers run float64)")
+    md.add_argument("--device", choices=md_speed.DEVICES, default="cpu",
                     help="cpu (Numba kernels) or cuda (difftre.md_cuda)")
     md.add_argument("--replicas", type=_int_at_least(1), default=1,
                     help="independent replicas (CPU: run one after another; steps/s counts all of them)")
-    md.add_argument("--engine", choices=bench.ENGINES, default="difftre",
+    md.add_argument("--engine", choices=md_speed.ENGINES, default="difftre",
                     help="difftre (default) or a peer on the same system: jaxmd, lammps (float64, CPU)")
     md.add_argument("--equilibration", type=_int_at_least(0),
-                    default=bench.DEFAULT_EQUILIBRATION, help="untimed difftre Langevin steps from the lattice")
+                    default=md_speed.DEFAULT_EQUILIBRATION, help="untimed difftre Langevin steps from the lattice")
     md.add_argument("--warmup", type=_int_at_least(0), default=None,
                     help="untimed steps before the timed run (default: min(steps, 100); jaxmd: one chunk)")
     md.add_argument("--chunk", type=_int_at_least(1), default=None,
                     help="jaxmd only: steps per jit-compiled fori_loop (default min(steps, 100))")
-    md.add_argument("--seed", type=int, default=0)
+    md.add_argument("--seed", type=int, default=0,
+                    help="random seed of the initial velocities and the equilibration noise (default 0)")
     md.add_argument("--json", action="store_true", help="print one JSON object (default: a one-line summary)")
     md.set_defaults(handler=_bench_md, owner=md)
 
@@ -76,8 +83,11 @@ def build_parser():
         "grad", help="DiffTRe against direct reverse-mode AD through the MD (paper's speed-up study)",
         description="Double well with a 1-100-100-1 MLP: time of one gradient and of one whole update by "
                     "DiffTRe and by direct AD, memory of both, gradient norms against trajectory length.")
-    grad.add_argument("--n-particles", type=_int_at_least(1), default=1000)
-    grad.add_argument("--repeats", type=_int_at_least(1), default=3)
+    grad.add_argument("--n-particles", type=_int_at_least(1), default=1000,
+                      help="particles of the timed runs (default 1000; the gradient-norm study uses --norm-particles)")
+    grad.add_argument("--repeats", type=_int_at_least(1), default=3,
+                      help="timed repetitions of each measurement; the median is reported (default 3; "
+                           "the DiffTRe gradient alone at least 5)")
     grad.add_argument("--lengths", type=_int_at_least(2), nargs="+", default=[5, 10, 15, 20, 25, 30, 35, 40],
                       help="retained states for the gradient-norm study (one state has weight 1 whatever the "
                            "parameters, so no reweighting gradient)")
@@ -87,8 +97,9 @@ def build_parser():
                       help="independent trajectories per length in the gradient-norm study")
     grad.add_argument("--dt", type=_positive_float, default=1e-3, help="Langevin time step (the paper's 1e-3)")
     grad.add_argument("--friction", type=_positive_float, default=0.1, help="Langevin friction (the paper's 0.1)")
-    grad.add_argument("--seed", type=int, default=0)
-    grad.add_argument("--json", action="store_true", help="print one JSON object")
+    grad.add_argument("--seed", type=int, default=0,
+                      help="random seed of the MLP's initial weights, the starts and the noise (default 0)")
+    grad.add_argument("--json", action="store_true", help="print one JSON object (default: indented JSON)")
     grad.set_defaults(handler=_bench_grad, owner=grad)
 
     run = commands.add_parser(
@@ -162,14 +173,14 @@ def _bench_grad(args, parser):
 
 
 def _bench_md(args, parser):
-    from difftre import bench
+    from difftre.benchmarks import BenchmarkUnavailable, md_speed
 
     try:
-        result = bench.bench_md(potential=args.potential, n=args.n, steps=args.steps, dtype=args.dtype,
-                                device=args.device, replicas=args.replicas, engine=args.engine,
-                                equilibration=args.equilibration, warmup=args.warmup, seed=args.seed,
-                                chunk=args.chunk)
-    except bench.BenchmarkUnavailable as error:
+        result = md_speed.bench_md(potential=args.potential, n=args.n, steps=args.steps, dtype=args.dtype,
+                                   device=args.device, replicas=args.replicas, engine=args.engine,
+                                   equilibration=args.equilibration, warmup=args.warmup, seed=args.seed,
+                                   chunk=args.chunk)
+    except BenchmarkUnavailable as error:
         name = "--device" if args.device == "cuda" and args.engine == "difftre" else "--engine"
         parser.error(f"argument {name}: {error}")
     except ValueError as error:   # bench names the argument first: "--n: ..." or "--steps must be ..."

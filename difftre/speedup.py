@@ -18,11 +18,11 @@ import numpy as np
 import optax
 
 from difftre import bridge, direct_ad, md
-from difftre.experiments.double_well import double_well_energy, target_density
 from difftre.models import mlp, priors
 from difftre.models.state import State
 from difftre.observables.density import density_profile_uniform
 from difftre.reweighting import reweighting_weights
+from difftre.systems import double_well_density, double_well_energy
 
 STEPS_PER_STATE = 100
 PRIOR_K, PRIOR_CENTER = 150.0, 0.5   # the double-well prior 75 (x - 0.5)^2 (kT)
@@ -76,7 +76,7 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
     dtype = np.float64
     kT, mass, box = 1.0, 1.0, np.array([1.0])
     grid = np.linspace(0.0, 1.0, 101)
-    target = jnp.asarray(target_density(grid, 0.01))
+    target = jnp.asarray(double_well_density(grid, 0.01))
     prior = priors.harmonic_external(PRIOR_K, [PRIOR_CENTER], dtype=dtype)
 
     def energy(params, state):

@@ -1,6 +1,6 @@
 """External (one-body) potentials, any dimension (Numba).
 
-They are system terms (see ``difftre.kernels.forcefield``): functions
+They are system terms (see ``difftre.kernels.sampler``): functions
 ``fn(params, positions, box, nbr_idx, nbr_count, forces, virial) -> energy``
 that add their forces and virial. External potentials act on the coordinate
 wrapped into [0, L); their virial is W = sum_i F_i (x) x_i with that coordinate.

@@ -5,7 +5,7 @@ r2 the squared distance (nm^2), params a 1-D float array, u the pair energy
 (kJ/mol) and f_over_r = -(du/dr)/r (kJ/mol/nm^2), so the force on i due to j is
 f_over_r * (r_i - r_j). Any ``numba.njit`` function with this signature is a
 pair potential: put ``(pair_fn, params, cutoff)`` into a force field's pair
-terms (see ``difftre.kernels.forcefield``); the kernel applies the cut-off.
+terms (see ``difftre.kernels.sampler``); the kernel applies the cut-off.
 
 `pair_forces` calls pair_fn in a branch-free loop that LLVM vectorises, on the
 pairs inside the cut-off plus a few padding entries at exactly the cut-off (whose

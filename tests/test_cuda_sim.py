@@ -136,12 +136,24 @@ if not RUN_ENGINE_TESTS:
             print("known float64 instructions in float32", fn.__name__, len(f64(ptx.device_function_ptx(fn, np.float32, sig))))
 
         # whole kernels compile for the GPU
+        from difftre.md_cuda import CudaMDState, CudaSampler
+
+        def small_state(integrator, dtype, n=64):
+            """A random state of one replica of n atoms: it supplies the kernel's argument types."""
+            positions = np.random.default_rng(0).uniform(0, 3.0, (1, n, 3)).astype(dtype)
+            chain = getattr(integrator, "chain_length", 0)
+            return CudaMDState(positions, np.zeros_like(positions), np.ones((1, n), dtype),
+                               np.full((1, 3), 3.0, dtype), np.zeros((1, 2 * chain), dtype), np.zeros(1, np.uint64),
+                               0, 3 * n, np.zeros((1, n, 8), np.int32), np.zeros((1, n), np.int32),
+                               positions.copy(), 8)
+
         lj = md.ForceField([md.lennard_jones(1.0, 0.3, 0.6)])
         sw = md.ForceField([md.stillinger_weber(200.0, 0.14), md.harmonic(5.0, [0.3, 0.3, 0.3])])
         for name, ff, integrator, dtype, mode in [
                 ("lj-langevin-f32-replicas", lj, md.Langevin(0.002, 1.0, 1.0), np.float32, "replicas"),
                 ("sw-nosehoover-f64-grid", sw, md.NoseHooverChain(0.002, 1.0, 0.1), np.float64, "grid")]:
-            text = ptx.kernel_ptx(ff, integrator, dtype, mode)
+            sampler = CudaSampler(ff, integrator, skin=0.1, dtype=dtype, replicas=1, threads=64, mode=mode)
+            text = ptx.kernel_ptx(sampler, small_state(integrator, sampler.dtype))
             print(name, "compiled:", len(text.splitlines()), "PTX lines,", len(f64(text)), "float64 instructions")
         print("PTX-OK")
     ''')

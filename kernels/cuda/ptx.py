@@ -45,16 +45,8 @@ def device_function_ptx(fn, dtype, argument_types, cc=(9, 0)):
         return cuda.compile_ptx(namespace["call"], tuple(argument_types), device=True, cc=tuple(cc))[0]
 
 
-def kernel_ptx(force_field, integrator, dtype, mode="replicas", n=64, cc=(9, 0)):
-    """PTX of the MD kernel for a force field and integrator (a small random state supplies the types)."""
-    from difftre.md_cuda import CudaMDState, CudaSampler   # the front end builds the argument list
-    sampler = CudaSampler(force_field, integrator, skin=0.1, dtype=dtype, replicas=1, threads=64, mode=mode)
-    dtype = sampler.dtype
-    rng = np.random.default_rng(0)
-    positions = rng.uniform(0, 3.0, (1, n, 3)).astype(dtype)
-    chain = getattr(integrator, "chain_length", 0)
-    state = CudaMDState(positions, np.zeros_like(positions), np.ones((1, n), dtype), np.full((1, 3), 3.0, dtype),
-                        np.zeros((1, 2 * chain), dtype), np.zeros(1, np.uint64), 0, 3 * n,
-                        np.zeros((1, n, 8), np.int32), np.zeros((1, n), np.int32), positions.copy(), 8)
+def kernel_ptx(sampler, state, cc=(9, 0)):
+    """PTX of a sampler's MD kernel (``sampler.kernel_ptx(state, cc)``, e.g. `difftre.md_cuda.CudaSampler`)
+    for the argument types of `state`, compiled without a GPU."""
     with assume_compute_capability(cc):
         return sampler.kernel_ptx(state, cc)

