@@ -12,6 +12,7 @@ from difftre.observables import (  # noqa: E402
     pressure, self_diffusion, tetrahedral_order, tetrahedral_order_parameters, velocity_autocorrelation,
     weighted_average,
 )
+from difftre.models.state import State  # noqa: E402
 from difftre.observables.geometry import neighbor_displacements, safe_norm  # noqa: E402
 
 GRID = jnp.linspace(0.0, 1.0, 101)
@@ -22,12 +23,12 @@ GRID = jnp.linspace(0.0, 1.0, 101)
 def test_density_profile_normalised_periodic_and_explicit():
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (300, 1))
-    rho = density_profile(jnp.asarray(x), jnp.ones(1), GRID)
+    rho = density_profile(State(jnp.asarray(x), jnp.ones(1)), GRID)
     assert jnp.sum(rho[:-1]) * 0.01 == pytest.approx(1.0, abs=1e-6)  # periodic: 0 and 1 coincide
     assert float(rho[0]) == pytest.approx(float(rho[-1]), rel=1e-12)
     explicit = sum(np.exp(-(GRID[:, None] - x[:, 0] - image) ** 2 / (2 * 0.01**2)) for image in (-1, 0, 1))
     np.testing.assert_allclose(rho, explicit.mean(axis=1) / np.sqrt(2 * np.pi * 0.01**2), rtol=1e-10)
-    unwrapped = density_profile(jnp.asarray(x + rng.integers(-3, 4, x.shape)), jnp.ones(1), GRID)
+    unwrapped = density_profile(State(jnp.asarray(x + rng.integers(-3, 4, x.shape)), jnp.ones(1)), GRID)
     np.testing.assert_allclose(unwrapped, rho, rtol=1e-9)
 
 
@@ -36,8 +37,8 @@ def test_density_profile_along_other_axis():
     positions = rng.uniform(0, 2, (50, 3)) * np.array([1.0, 1.5, 1.0])
     box = jnp.array([2.0, 3.0, 2.0])
     grid = jnp.linspace(0, 3, 61)
-    rho = density_profile(jnp.asarray(positions), box, grid, sigma=0.1, axis=1)
-    one_d = density_profile(jnp.asarray(positions[:, 1:2]), box[1:2], grid, sigma=0.1)
+    rho = density_profile(State(jnp.asarray(positions), box), grid, sigma=0.1, axis=1)
+    one_d = density_profile(State(jnp.asarray(positions[:, 1:2]), box[1:2]), grid, sigma=0.1)
     np.testing.assert_allclose(rho, one_d)
     assert jnp.sum(rho[:-1]) * 0.05 == pytest.approx(1.0, abs=1e-6)
 
@@ -50,12 +51,11 @@ def external_energy(theta, x):
     return jnp.sum(theta * jnp.cos(2 * jnp.pi * k * x[:, :1]))
 
 
-def pair_energy_fn(theta):
-    def energy_fn(positions, box, neighbors, deformation):
-        dr, mask = neighbor_displacements(positions, box, neighbors, deformation)
-        r = safe_norm(dr, mask)
-        return 0.5 * jnp.sum(jnp.where(mask, theta[0] * jnp.exp(-((r / theta[1]) ** 2)), 0.0))
-    return energy_fn
+def pair_energy(theta, state):
+    """Gaussian pair repulsion theta_0 exp(-(r / theta_1)^2) on the state contract energy(params, state)."""
+    dr, mask = neighbor_displacements(state)
+    r = safe_norm(dr, mask)
+    return 0.5 * jnp.sum(jnp.where(mask, theta[0] * jnp.exp(-((r / theta[1]) ** 2)), 0.0))
 
 
 def test_reweighted_density_gradient_matches_finite_differences():
@@ -64,12 +64,12 @@ def test_reweighted_density_gradient_matches_finite_differences():
     box = jnp.ones(1)
     theta_ref = jnp.zeros(3)
     u_ref = jax.vmap(lambda s: external_energy(theta_ref, s))(states)
-    target = density_profile(jnp.asarray(rng.uniform(0.2, 0.6, (500, 1))), box, GRID)
+    target = density_profile(State(jnp.asarray(rng.uniform(0.2, 0.6, (500, 1))), box), GRID)
 
     @jax.jit
     def loss(theta):
         weights = jax.nn.softmax(-(jax.vmap(lambda s: external_energy(theta, s))(states) - u_ref))
-        rho = weighted_average(lambda s: density_profile(s, box, GRID), states, weights, chunk_size=5)
+        rho = weighted_average(lambda s: density_profile(State(s, box), GRID), states, weights, chunk_size=5)
         return jnp.mean((rho - target) ** 2)
 
     theta = jnp.array([0.3, -0.2, 0.1])
@@ -82,8 +82,8 @@ def test_reweighted_density_gradient_matches_finite_differences():
 def test_uniform_weights_at_reference_give_plain_mean():
     rng = np.random.default_rng(3)
     states = jnp.asarray(rng.uniform(0, 1, (7, 20, 1)))
-    plain = jnp.mean(jax.vmap(lambda s: density_profile(s, jnp.ones(1), GRID))(states), axis=0)
-    averaged = weighted_average(lambda s: density_profile(s, jnp.ones(1), GRID), states, chunk_size=3)
+    plain = jnp.mean(jax.vmap(lambda s: density_profile(State(s, jnp.ones(1)), GRID))(states), axis=0)
+    averaged = weighted_average(lambda s: density_profile(State(s, jnp.ones(1)), GRID), states, chunk_size=3)
     np.testing.assert_allclose(averaged, plain, rtol=1e-12)
 
 
@@ -93,17 +93,16 @@ def chunked_loss(chunk_size):
     n_states, n, length = 10, 30, 1.5
     box = jnp.full(3, length)
     positions = rng.uniform(0, length, (n_states, n, 3))
-    states = {"positions": jnp.asarray(positions),
-              "neighbors": jnp.asarray(np.stack([dense_neighbor_list(p, box, 0.7, capacity=n - 1)
-                                                 for p in positions]))}
+    states = State(jnp.asarray(positions), jnp.broadcast_to(box, (n_states, 3)),
+                   jnp.asarray(np.stack([dense_neighbor_list(p, box, 0.7, capacity=n - 1) for p in positions])))
 
     def loss(theta):
-        u = jax.vmap(lambda s: pair_energy_fn(theta)(s["positions"], box, s["neighbors"], jnp.eye(3)))(states)
+        u = jax.vmap(lambda s: pair_energy(theta, s))(states)
         weights = jax.nn.softmax(-u)
 
         def observables(s):
-            return {"p": pressure(pair_energy_fn(theta), s["positions"], box, s["neighbors"], kT=1.0),
-                    "rho": density_profile(s["positions"], box, GRID, sigma=0.05, axis=2)}
+            return {"p": pressure(pair_energy, theta, s, kT=1.0),
+                    "rho": density_profile(s, GRID, sigma=0.05, axis=2)}
 
         avg = weighted_average(observables, states, weights, chunk_size=chunk_size)
         return (avg["p"] - 3.0) ** 2 + jnp.sum(avg["rho"] ** 2)
@@ -123,7 +122,7 @@ def backward_temp_bytes(n_states, chunk_size):
     box = jnp.full(3, 1.0)
 
     def loss(theta, states):
-        return weighted_average(lambda s: pressure(pair_energy_fn(theta), s, box, kT=1.0), states,
+        return weighted_average(lambda s: pressure(pair_energy, theta, State(s, box), kT=1.0), states,
                                 chunk_size=chunk_size)
 
     compiled = jax.jit(jax.grad(loss)).lower(jnp.array([1.0, 0.2]), jnp.zeros((n_states, 64, 3))).compile()
@@ -151,7 +150,7 @@ def diamond(cells, a):
 def test_perfect_tetrahedra_give_q_one():
     positions, box = diamond(2, 0.357)  # bond 0.1546 nm, second shell 0.2524 nm
     nbrs = jnp.asarray(dense_neighbor_list(positions, box, 0.3))
-    q, valid = tetrahedral_order_parameters(jnp.asarray(positions), jnp.asarray(box), nbrs)
+    q, valid = tetrahedral_order_parameters(State(jnp.asarray(positions), jnp.asarray(box), nbrs))
     assert bool(jnp.all(valid))
     np.testing.assert_allclose(q, 1.0, atol=1e-12)
 
@@ -161,9 +160,9 @@ def test_ideal_gas_q_averages_to_zero():
     rng = np.random.default_rng(5)
     box = np.full(3, 3.0)
     frames = rng.uniform(0, 3.0, (12, 900, 3))
-    states = {"positions": jnp.asarray(frames),
-              "neighbors": jnp.asarray(np.stack([dense_neighbor_list(p, box, 0.6, capacity=64) for p in frames]))}
-    q = weighted_average(lambda s: tetrahedral_order(s["positions"], jnp.asarray(box), s["neighbors"]), states)
+    states = State(jnp.asarray(frames), jnp.broadcast_to(jnp.asarray(box), (len(frames), 3)),
+                   jnp.asarray(np.stack([dense_neighbor_list(p, box, 0.6, capacity=64) for p in frames])))
+    q = weighted_average(tetrahedral_order, states)
     assert abs(q) < 0.04  # frame-to-frame standard deviation ~0.03: standard error ~0.01
 
 
@@ -174,16 +173,17 @@ def test_missing_neighbours_are_masked():
     nbrs = dense_neighbor_list(positions, box, 0.2)
     nbrs[5, 2:] = len(positions)  # particle 5 lost neighbours: only 2 listed
     nbrs = jnp.asarray(nbrs)
-    q, valid = tetrahedral_order_parameters(positions, box, nbrs)
+    q, valid = tetrahedral_order_parameters(State(positions, box, nbrs))
     np.testing.assert_array_equal(valid, np.arange(len(positions)) != 5)
-    mean_q = tetrahedral_order(positions, box, nbrs)
+    mean_q = tetrahedral_order(State(positions, box, nbrs))
     assert mean_q == pytest.approx(float(jnp.mean(jnp.delete(q, 5))), rel=1e-12)
     assert 0.9 < mean_q < 1.0
-    assert bool(jnp.all(jnp.isfinite(jax.grad(tetrahedral_order)(positions, box, nbrs))))
+    gradient = jax.grad(lambda x: tetrahedral_order(State(x, box, nbrs)))(positions)
+    assert gradient.shape == positions.shape and bool(jnp.all(jnp.isfinite(gradient)))
     nbrs = nbrs.at[:, 3:].set(len(positions))  # nobody has 4 neighbours
-    assert bool(jnp.isnan(tetrahedral_order(positions, box, nbrs)))
+    assert bool(jnp.isnan(tetrahedral_order(State(positions, box, nbrs))))
     with pytest.raises(ValueError, match="capacity"):
-        tetrahedral_order(positions, box, nbrs[:, :3])
+        tetrahedral_order(State(positions, box, nbrs[:, :3]))
 
 
 # ---------------------------------------------------------------- dynamics

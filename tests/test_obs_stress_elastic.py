@@ -13,6 +13,7 @@ from difftre.observables import (  # noqa: E402
     born_stiffness, born_stress, born_terms, cubic_constants, dense_neighbor_list, fluctuation_stiffness,
     pressure, stress_tensor, weighted_average,
 )
+from difftre.models.state import State  # noqa: E402
 from difftre.observables.geometry import neighbor_displacements, safe_norm  # noqa: E402
 from difftre.observables.structure import neighbor_pairs, triplet_angles  # noqa: E402
 
@@ -50,10 +51,15 @@ def three_body_core(dr, mask, lam=5.0, gamma=0.05, a=0.4):
 
 
 def with_deformation(core):
-    """An energy obeying the observables' contract energy_fn(positions, box, neighbors, deformation)."""
-    def energy_fn(positions, box, neighbors, deformation):
-        return core(*neighbor_displacements(positions, box, neighbors, deformation))
-    return energy_fn
+    """An energy on the state contract energy(params, state) (params unused), deformed by state.deformation."""
+    def energy(params, state):
+        return core(*neighbor_displacements(state))
+    return energy
+
+
+def zero_energy(params, state):
+    """U = 0, still a function of the positions."""
+    return 0.0 * jnp.sum(state.positions)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -76,7 +82,7 @@ CASES = {
 def test_born_stress_equals_finite_difference_strain(case):
     core, (positions, box), cutoff = CASES[case]
     nbrs = jnp.asarray(dense_neighbor_list(positions, box, cutoff))
-    ours = born_stress(with_deformation(core), positions, box, nbrs) * jnp.prod(box)
+    ours = born_stress(with_deformation(core), None, State(positions, box, nbrs)) * jnp.prod(box)
     h = 1e-5
     fd = np.zeros((3, 3))
     for a in range(3):
@@ -92,30 +98,33 @@ def test_born_stress_equals_finite_difference_strain(case):
 def test_pair_stress_equals_pair_virial():
     """sigma = -(1/V) sum_pairs f_ij (x) r_ij for pair forces (docs/DESIGN.md sign convention)."""
     positions, box = fcc(4, 0.48, noise=0.02, seed=3)  # compressed: positive pressure
-    dr, mask = neighbor_displacements(positions, box)
+    dr, mask = neighbor_displacements(State(positions, box))
     r = safe_norm(dr, mask)
     dphi = jnp.where(mask, jax.vmap(jax.vmap(jax.grad(lj_phi)))(r), 0.0)
     force = -(dphi / r)[..., None] * dr  # force on i due to j
     virial = 0.5 * jnp.einsum("ija,ijb->ab", force, dr)
-    sigma = stress_tensor(with_deformation(lj_core), positions, box, kT=0.0)
+    sigma = stress_tensor(with_deformation(lj_core), None, State(positions, box), kT=0.0)
     np.testing.assert_allclose(sigma, -virial / jnp.prod(box), rtol=1e-10, atol=1e-12)
-    assert pressure(with_deformation(lj_core), positions, box, kT=0.0) > 0
+    assert pressure(with_deformation(lj_core), None, State(positions, box), kT=0.0) > 0
 
 
 def test_ideal_gas_kinetic_and_equipartition_terms():
     rng = np.random.default_rng(4)
     n, box, mass = 50, jnp.array([2.0, 3.0, 4.0]), 18.0
     positions = jnp.asarray(rng.uniform(0, 2, (n, 3)))
-    zero_energy = lambda *args: 0.0 * jnp.sum(args[0])  # noqa: E731
     volume = 24.0
-    assert float(pressure(zero_energy, positions, box, kT=KT)) == pytest.approx(float(n * KT / volume), rel=1e-14)
+    at_rest = State(positions, box)
+    assert float(pressure(zero_energy, None, at_rest, kT=KT)) == pytest.approx(float(n * KT / volume), rel=1e-14)
     velocities = jnp.asarray(rng.normal(scale=np.sqrt(KT / mass), size=(n, 3)))
-    sigma = stress_tensor(zero_energy, positions, box, velocities=velocities, masses=mass)
+    moving = State(positions, box, velocities=velocities)
+    sigma = stress_tensor(zero_energy, None, moving, masses=mass)
     np.testing.assert_allclose(sigma, -mass * velocities.T @ velocities / volume, rtol=1e-14)
-    p = pressure(zero_energy, positions, box, velocities=velocities, masses=jnp.full(n, mass))
+    p = pressure(zero_energy, None, moving, masses=jnp.full(n, mass))
     assert float(p) == pytest.approx(float(mass * jnp.sum(velocities**2) / (3 * volume)), rel=1e-14)
     with pytest.raises(ValueError):
-        stress_tensor(zero_energy, positions, box)
+        stress_tensor(zero_energy, None, at_rest)        # no velocities and no kT
+    with pytest.raises(ValueError):
+        stress_tensor(zero_energy, None, moving)         # velocities without masses
 
 
 def cholesky_deformation(eta):
@@ -126,11 +135,11 @@ def cholesky_deformation(eta):
 def test_born_stiffness_of_fcc_lj_crystal():
     positions, box = fcc(4, 0.5)  # perfect crystal, 256 atoms
     nbrs = jnp.asarray(dense_neighbor_list(positions, box, 0.8))
-    ours = np.asarray(born_stiffness(with_deformation(lj_core), positions, box, nbrs))
+    ours = np.asarray(born_stiffness(with_deformation(lj_core), None, State(positions, box, nbrs)))
     volume = float(jnp.prod(box))
 
     # analytic pair Born term (1/V) sum_pairs (phi'' - phi'/r) r_a r_b r_c r_d / r^2
-    dr, mask = neighbor_displacements(positions, box, nbrs)
+    dr, mask = neighbor_displacements(State(positions, box, nbrs))
     r = safe_norm(dr, mask)
     d1 = jax.vmap(jax.vmap(jax.grad(lj_phi)))(r)
     d2 = jax.vmap(jax.vmap(jax.grad(jax.grad(lj_phi))))(r)
@@ -165,16 +174,17 @@ def test_fluctuation_stiffness_combines_separately_reweighted_averages():
     states = jnp.asarray(positions + rng.normal(scale=0.01, size=(6,) + positions.shape))
     weights = jnp.asarray(rng.dirichlet(np.ones(6)))
     n = positions.shape[0]
-    averages = weighted_average(lambda s: born_terms(energy_fn, s, box, nbrs), states, weights, chunk_size=4)
+    averages = weighted_average(lambda s: born_terms(energy_fn, None, State(s, box, nbrs)), states, weights,
+                                chunk_size=4)
     ours = fluctuation_stiffness(averages, box, KT, n)
 
     volume = float(jnp.prod(box))
-    stresses = jax.vmap(lambda s: born_stress(energy_fn, s, box, nbrs))(states)
+    stresses = jax.vmap(lambda s: born_stress(energy_fn, None, State(s, box, nbrs)))(states)
     mean = np.einsum("s,sij->ij", weights, stresses)
     deviation = stresses - mean
     covariance = np.einsum("s,sij,skl->ijkl", weights, deviation, deviation)
     born = np.einsum("s,sijkl->ijkl", weights,
-                     jax.vmap(lambda s: born_stiffness(energy_fn, s, box, nbrs))(states))
+                     jax.vmap(lambda s: born_stiffness(energy_fn, None, State(s, box, nbrs)))(states))
     eye = np.eye(3)
     kinetic = n * KT / volume * (np.einsum("ik,jl->ijkl", eye, eye) + np.einsum("il,jk->ijkl", eye, eye))
     np.testing.assert_allclose(ours, born - volume / KT * covariance + kinetic, rtol=1e-8, atol=1e-8)
@@ -182,8 +192,7 @@ def test_fluctuation_stiffness_combines_separately_reweighted_averages():
 
 def test_ideal_gas_stiffness_is_kinetic():
     positions, box = fcc(2, 0.5)
-    zero = lambda *args: 0.0 * jnp.sum(args[0])  # noqa: E731
-    averages = weighted_average(lambda s: born_terms(zero, s, box), positions[None])
+    averages = weighted_average(lambda s: born_terms(zero_energy, None, State(s, box)), positions[None])
     density_kt = positions.shape[0] * KT / jnp.prod(box)
     np.testing.assert_allclose(cubic_constants(fluctuation_stiffness(averages, box, KT, positions.shape[0])),
                                [2 * density_kt, 0.0, density_kt], rtol=1e-14, atol=1e-14)
@@ -196,17 +205,17 @@ def test_reweighted_pressure_gradient_matches_finite_differences():
     states = jnp.asarray(positions + rng.normal(scale=0.02, size=(5,) + positions.shape))
     beta = 1 / KT
 
-    def energy(theta):
-        return with_deformation(lambda dr, m: lj_core(dr, m, eps=theta[0], sigma=theta[1]))
+    def energy(theta, state):
+        return lj_core(*neighbor_displacements(state), eps=theta[0], sigma=theta[1])
 
     theta_ref = jnp.array([1.0, 0.315])
-    u_ref = jax.vmap(lambda s: energy(theta_ref)(s, box, None, jnp.eye(3)))(states)
+    u_ref = jax.vmap(lambda s: energy(theta_ref, State(s, box)))(states)
 
     @jax.jit
     def loss(theta):
-        u = jax.vmap(lambda s: energy(theta)(s, box, None, jnp.eye(3)))(states)
+        u = jax.vmap(lambda s: energy(theta, State(s, box)))(states)
         weights = jax.nn.softmax(-beta * (u - u_ref))
-        p = weighted_average(lambda s: pressure(energy(theta), s, box, kT=KT), states, weights, chunk_size=2)
+        p = weighted_average(lambda s: pressure(energy, theta, State(s, box), kT=KT), states, weights, chunk_size=2)
         return (p - 10.0) ** 2
 
     theta = jnp.array([1.05, 0.31])
@@ -217,7 +226,7 @@ def test_reweighted_pressure_gradient_matches_finite_differences():
 
 
 def test_model_stress_equals_strained_configuration():
-    """The models' deformation argument is the strain contract: the stress of DimeNet++ + SW prior
+    """The models' state.deformation is the strain contract: the stress of DimeNet++ + SW prior
     equals a finite-difference derivative of the energy of explicitly strained positions and box."""
     from difftre.models import dimenet, graph as graph_module, priors
     from difftre.models.geometry import dense_neighbor_list
@@ -230,22 +239,23 @@ def test_model_stress_equals_strained_configuration():
     positions = ((cells + basis[None]) * a).reshape(-1, 3) + rng.normal(0, 0.005, (64, 3))
     box = np.full(3, 2 * a)
     neighbors = jnp.asarray(dense_neighbor_list(positions, box, 0.3))
+    state = State(jnp.asarray(positions), jnp.asarray(box), neighbors)
     params = dimenet.init_dimenet(jax.random.PRNGKey(0), jnp.float64, embed_size=8, out_embed_size=8,
                                   int_embed_size=4, basis_embed_size=4, n_interactions=1)
-    graph = graph_module.build_graph(neighbors, positions, box, 0.2)
-    prior = priors.stillinger_weber(0.14, 200.0, dtype=np.float64)
+    model = dimenet.dimenet(0.2, *graph_module.graph_capacities(state, 0.2))
+    prior = priors.stillinger_weber(200.0, 0.14, dtype=np.float64)   # epsilon (kJ/mol), sigma (nm)
 
-    def energy(x, b, nb, deformation=None):
-        return (dimenet.dimenet_energy(params, x, b, graph, cutoff=0.2, deformation=deformation)
-                + prior(x, b, nb, deformation))
+    def energy(p, s):
+        return model(p, s) + prior(p, s)
 
-    sigma = stress_tensor(energy, jnp.asarray(positions), jnp.asarray(box), neighbors, kT=0.0)
+    sigma = stress_tensor(energy, params, state, kT=0.0)
     h = 1e-6
     for axis in range(3):
         energies = []
         for sign in (1, -1):
             scale = np.ones(3)
             scale[axis] += sign * h
-            energies.append(float(energy(jnp.asarray(positions * scale), jnp.asarray(box * scale), neighbors)))
+            energies.append(float(energy(params, State(jnp.asarray(positions * scale), jnp.asarray(box * scale),
+                                                       neighbors))))
         dU = (energies[0] - energies[1]) / (2 * h)
         assert float(sigma[axis, axis]) == pytest.approx(dU / np.prod(box), rel=1e-6)

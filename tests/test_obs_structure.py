@@ -13,7 +13,13 @@ from scipy.stats import norm  # noqa: E402
 from difftre.observables import (  # noqa: E402
     adf, bin_centers, dense_neighbor_list, load_adf_target, load_rdf_target, rdf, weighted_average,
 )
+from difftre.models.state import State  # noqa: E402
 from difftre.observables.geometry import neighbor_displacements, safe_norm  # noqa: E402
+
+
+def state_of(positions, box, neighbors=None):
+    """One ``State`` (or a stack, every leaf with a leading frame axis) from NumPy arrays."""
+    return State(jnp.asarray(positions), jnp.asarray(box), None if neighbors is None else jnp.asarray(neighbors))
 
 
 def noisy_fcc(cells, a, noise, seed):
@@ -30,7 +36,7 @@ def test_rdf_matches_freud_counts_convolved():
     n, sigma = len(positions), 0.01
     centers = bin_centers(0.05, 0.9, 85)
     nbrs = dense_neighbor_list(positions, box, 0.9 + 6 * sigma)
-    ours = rdf(jnp.asarray(positions), jnp.asarray(box), jnp.asarray(nbrs), jnp.asarray(centers), sigma)
+    ours = rdf(state_of(positions, box, nbrs), jnp.asarray(centers), sigma)
 
     fine = freud.density.RDF(bins=960, r_max=0.96)  # freud 3.4 fails to allocate ~2000+ bins
     fine.compute(system=(freud.box.Box.cube(box[0]), positions.astype(np.float32)))
@@ -44,8 +50,8 @@ def test_rdf_all_pairs_equals_neighbor_list():
     positions, box = noisy_fcc(3, 0.5, 0.05, seed=1)
     centers = jnp.asarray(bin_centers(0, 0.7, 70))
     nbrs = jnp.asarray(dense_neighbor_list(positions, box, 0.7 + 0.1))
-    with_list = rdf(jnp.asarray(positions), jnp.asarray(box), nbrs, centers)
-    all_pairs = rdf(jnp.asarray(positions), jnp.asarray(box), None, centers)
+    with_list = rdf(state_of(positions, box, nbrs), centers)
+    all_pairs = rdf(state_of(positions, box), centers)
     np.testing.assert_allclose(with_list, all_pairs, atol=1e-10)
 
 
@@ -56,9 +62,8 @@ def test_ideal_gas_rdf_tends_to_one():
     positions = rng.uniform(0, length, (frames, n, 3))
     nbrs = np.stack([dense_neighbor_list(p, box, 1.05, capacity=160) for p in positions])
     centers = jnp.asarray(bin_centers(0, 1, 300))
-    g = weighted_average(lambda s: rdf(s["positions"], jnp.asarray(box), s["neighbors"], centers),
-                         {"positions": jnp.asarray(positions), "neighbors": jnp.asarray(nbrs)},
-                         chunk_size=5)
+    states = state_of(positions, np.broadcast_to(box, (frames, 3)), nbrs)
+    g = weighted_average(lambda s: rdf(s, centers), states, chunk_size=5)
     far = np.asarray(g)[centers > 0.3]
     assert abs(far.mean() - 1) < 0.01
     assert np.max(np.abs(far - 1)) < 0.08  # per-bin statistical error ~1.5 %
@@ -87,7 +92,7 @@ def test_adf_matches_brute_force_and_integrates_to_one():
     centers = bin_centers(0, np.pi, 200)
     sigma = np.pi / 200
     nbrs = jnp.asarray(dense_neighbor_list(positions, box, 0.4))
-    ours = np.asarray(adf(jnp.asarray(positions), jnp.asarray(box), nbrs, jnp.asarray(centers)))
+    ours = np.asarray(adf(state_of(positions, box, nbrs), jnp.asarray(centers)))
     reference = brute_force_adf(positions, box, centers, sigma, 0.318, 0.005)
     np.testing.assert_allclose(ours, reference, atol=1e-8)
     assert np.sum(ours) * (centers[1] - centers[0]) == pytest.approx(1.0, abs=1e-12)
@@ -99,10 +104,9 @@ def test_adf_ideal_gas_is_sine_distributed():
     box = np.full(3, 2.0)
     frames = rng.uniform(0, 2.0, (6, 264, 3))
     centers = bin_centers(0, np.pi, 20)
-    p = weighted_average(
-        lambda s: adf(s["positions"], jnp.asarray(box), s["neighbors"], jnp.asarray(centers), sigma=0.05),
-        {"positions": jnp.asarray(frames),
-         "neighbors": jnp.asarray(np.stack([dense_neighbor_list(f, box, 0.4, capacity=40) for f in frames]))})
+    states = state_of(frames, np.broadcast_to(box, (len(frames), 3)),
+                      np.stack([dense_neighbor_list(f, box, 0.4, capacity=40) for f in frames]))
+    p = weighted_average(lambda s: adf(s, jnp.asarray(centers), sigma=0.05), states)
     interior = (centers > 0.4) & (centers < np.pi - 0.4)
     np.testing.assert_allclose(np.asarray(p)[interior], np.sin(centers[interior]) / 2, atol=0.05)
 
@@ -127,7 +131,7 @@ def test_reweighted_rdf_gradient_matches_finite_differences():
     target = jnp.linspace(0.5, 1.5, 40)
 
     def energy(theta, pos):
-        dr, mask = neighbor_displacements(pos, box)
+        dr, mask = neighbor_displacements(State(pos, box))
         r = safe_norm(dr, mask)
         return 0.5 * jnp.sum(jnp.where(mask, theta[0] * jnp.exp(-(r / theta[1]) ** 2), 0.0))
 
@@ -137,7 +141,7 @@ def test_reweighted_rdf_gradient_matches_finite_differences():
     @jax.jit
     def loss(theta):
         weights = jax.nn.softmax(-(jax.vmap(lambda p: energy(theta, p))(positions) - u_ref))
-        g = weighted_average(lambda p: rdf(p, box, None, centers), positions, weights, chunk_size=3)
+        g = weighted_average(lambda p: rdf(State(p, box), centers), positions, weights, chunk_size=3)
         return jnp.mean((g - target) ** 2)
 
     theta = jnp.array([1.3, 0.25])
@@ -146,3 +150,80 @@ def test_reweighted_rdf_gradient_matches_finite_differences():
     fd = [(loss(theta.at[i].add(h)) - loss(theta.at[i].add(-h))) / (2 * h) for i in range(2)]
     assert np.abs(np.asarray(grad)).min() > 1e-6
     np.testing.assert_allclose(grad, fd, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- neighbour lists of a water state
+
+def water_901():
+    """The packaged 901-bead CG water state (positions (901, 3) nm, box (3,) nm, float64)."""
+    from importlib import resources
+
+    from difftre.io import read_gro
+
+    with resources.as_file(resources.files("difftre") / "data" / "cg_water" / "water_901_cg.gro") as path:
+        structure = read_gro(path, expected_atoms=901)
+    return np.asarray(structure.positions, np.float64), np.asarray(structure.box, np.float64)
+
+
+def first(states):
+    """State 0 of a stack."""
+    return jax.tree.map(lambda x: x[0], states)
+
+
+def test_water_rdf_with_stored_list_equals_all_pairs():
+    """RDF of the 901-bead water state (paper bins) over a list built at rdf_list_cutoff = all pairs."""
+    from difftre.observables.structure import rdf_list_cutoff
+    from difftre.states import stored_states
+
+    positions, box = water_901()
+    centers = jnp.asarray(bin_centers(0, 1, 300))
+    state = first(stored_states(positions[None], box, rdf_list_cutoff(centers)))
+    assert state.neighbors.shape[1] < len(positions) // 4          # a real list, not all pairs
+    g_rdf = jax.jit(lambda s: rdf(s, centers))                     # jit: the all-pairs histogram stays fused
+    with_list, all_pairs = np.asarray(g_rdf(state)), np.asarray(g_rdf(state._replace(neighbors=None)))
+    np.testing.assert_allclose(with_list, all_pairs, rtol=1e-12, atol=0)
+    assert 0.26 < centers[np.argmax(all_pairs)] < 0.30 and 2.0 < all_pairs.max() < 4.0   # it is water
+
+
+def water_cube(side):
+    """Beads of the water state whose wrapped positions lie in [0, side)^3, in a periodic box of that side:
+    a smaller system at water density (the cut faces are not physical, which does not matter here)."""
+    positions, box = water_901()
+    wrapped = positions - box * np.floor(positions / box)
+    return wrapped[np.all(wrapped < side, axis=1)], np.full(3, side)
+
+
+def test_water_adf_with_stored_list_equals_all_pairs():
+    """The all-pairs ADF is O(N^3) in memory (901 beads: ~10 GB per gathered leg array), so the
+    all-pairs comparison runs on a 1.6 nm cube of the water state (134 beads, ~2.4 GB peak under jit)."""
+    from difftre.observables.structure import adf_list_cutoff
+    from difftre.states import stored_states
+
+    positions, box = water_cube(1.6)
+    assert 120 < len(positions) < 150
+    centers = jnp.asarray(bin_centers(0, np.pi, 200))
+    state = first(stored_states(positions[None], box, adf_list_cutoff()))
+    g_adf = jax.jit(lambda s: adf(s, centers))
+    with_list, all_pairs = np.asarray(g_adf(state)), np.asarray(g_adf(state._replace(neighbors=None)))
+    np.testing.assert_allclose(with_list, all_pairs, rtol=1e-12, atol=0)
+
+
+def test_water_901_adf_with_stored_list():
+    """The full 901-bead state, list only: equals the independent NumPy triplet sum, and a list at a much
+    larger cut-off (every leg up to 0.6 nm: weights beyond adf_list_cutoff are below 1e-15)."""
+    from difftre.observables.structure import adf_list_cutoff
+    from difftre.states import stored_states
+
+    positions, box = water_901()
+    centers = bin_centers(0, np.pi, 200)
+    g_adf = jax.jit(lambda s: adf(s, jnp.asarray(centers)))
+    state = first(stored_states(positions[None], box, adf_list_cutoff()))
+    ours = np.asarray(g_adf(state))
+    wide = np.asarray(g_adf(first(stored_states(positions[None], box, 0.6))))
+    # relative to the peak: bins at small angles (~1e-300 here) hold only triplets with a leg beyond the list
+    # cut-off, whose weight (< 1e-15 each) the list drops by design
+    np.testing.assert_allclose(ours, wide, rtol=1e-12, atol=1e-12 * wide.max())
+    reference = brute_force_adf(positions, box, centers, np.pi / 200, 0.318, 0.005)
+    np.testing.assert_allclose(ours, reference, atol=1e-8)
+    assert np.sum(ours) * (centers[1] - centers[0]) == pytest.approx(1.0, abs=1e-12)
+    assert 1.6 < centers[np.argmax(ours)] < 2.0                    # near-tetrahedral peak

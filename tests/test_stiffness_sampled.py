@@ -54,6 +54,7 @@ import pytest  # noqa: E402
 from difftre import md  # noqa: E402
 from difftre.models import priors  # noqa: E402
 from difftre.observables import born_terms, cubic_constants, fluctuation_stiffness, weighted_average  # noqa: E402
+from difftre.states import stored_states  # noqa: E402
 
 DENSITY, KT, RC, SKIN = 1.1, 0.2, 2.5, 0.3
 DT, FRICTION, EQUILIBRATION = 0.005, 5.0, 5000
@@ -122,21 +123,18 @@ def fluctuation_constants(n_states, stride, seed):
     trajectory = sample(np.ones(3), n_states, stride, seed)
     positions, box = trajectory.positions, np.asarray(trajectory.box, np.float64)
     n = positions.shape[1]
-    lists = [md.full_neighbor_list(p, box, RC + WINDOW) for p in positions]
-    capacity = max(nl.shape[1] for nl in lists)
-    neighbors = np.stack([np.pad(nl, ((0, 0), (0, capacity - nl.shape[1])), constant_values=n) for nl in lists])
+    states = stored_states(positions, box, RC + WINDOW)   # one capacity for every state: one trace
     energy_fn = priors.lennard_jones(1.0, 1.0, RC, shift=True, dtype=np.float64)
     box_j = jnp.asarray(box)
 
     def per_state(state):
-        terms = born_terms(energy_fn, state["positions"], box_j, state["neighbors"])
-        terms["impulse"] = cutoff_impulse(state["positions"], box_j, state["neighbors"])
+        terms = born_terms(energy_fn, None, state)
+        terms["impulse"] = cutoff_impulse(state.positions, state.box, state.neighbors)
         return terms
 
     block_average = jax.jit(lambda states: weighted_average(per_state, states, chunk_size=10))
     size = n_states // N_BLOCKS
-    blocks = [jax.tree.map(np.asarray, block_average({"positions": jnp.asarray(positions[k * size:(k + 1) * size]),
-                                                      "neighbors": jnp.asarray(neighbors[k * size:(k + 1) * size])}))
+    blocks = [jax.tree.map(np.asarray, block_average(jax.tree.map(lambda x: x[k * size:(k + 1) * size], states)))
               for k in range(N_BLOCKS)]
 
     def constants(averages, with_impulse=True):
