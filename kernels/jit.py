@@ -136,8 +136,9 @@ class _CompileNotice(event.Listener):
     def on_start(self, ev):
         if _NOTICE["enabled"] and not _NOTICE["shown"] and ev.data["dispatcher"] in _KERNELS:
             _NOTICE["shown"] = True
-            print("difftre: compiling kernels... (about 10-20 s; done once per machine for a force field and "
-                  "integrator, except for JAX force terms)", file=sys.stderr, flush=True)
+            print("difftre: compiling kernels... (10-20 s, once per machine for each set of force-field terms, "
+                  "integrator and dtype; code with a JAX force term compiles in every process)",
+                  file=sys.stderr, flush=True)
 
     def on_end(self, ev):
         pass

@@ -1,9 +1,11 @@
-"""Smoke test of `difftre bench md` (tiny sizes): one JSON object with positive numbers, clear argument errors."""
+"""Smoke test of `difftre bench md` (tiny sizes): one JSON object with positive numbers, clear argument errors,
+every argument described in --help."""
+import argparse
 import json
 
 import pytest
 
-from difftre.cli import main
+from difftre.cli import build_parser, main
 
 KEYS = ("potential", "n", "replicas", "steps", "dtype", "device", "steps_per_second", "atom_steps_per_second",
         "compile_seconds", "neighbor_rebuilds", "machine", "wall_seconds", "temperature")
@@ -69,3 +71,24 @@ def test_bench_md_cuda_unavailable_is_clear(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--device" in err and "CUDA front end not available" in err, err
+
+
+def sub_parser(parser, *names):
+    """The argparse sub-parser reached by the command names (e.g. 'bench', 'grad')."""
+    for name in names:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = commands.choices[name]
+    return parser
+
+
+@pytest.mark.parametrize("workload", ["md", "grad"])
+def test_every_bench_argument_is_described(capsys, workload):
+    parser = sub_parser(build_parser(), "bench", workload)
+    undescribed = [action.option_strings for action in parser._actions if not action.help]
+    assert not undescribed
+    with pytest.raises(SystemExit):
+        main(["bench", workload, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    flags = ["--n-particles", "--repeats", "--seed"] if workload == "grad" else ["--potential", "--dtype", "--seed"]
+    for flag in flags:
+        assert text.count(flag) >= 2, flag   # in the usage line and described below it
