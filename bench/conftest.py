@@ -1,9 +1,5 @@
 """pytest-benchmark suite: difftre vs JAX MD vs LAMMPS on the same systems (see bench/README.md)."""
-import warnings
-
 import pytest
-
-warnings.filterwarnings("ignore", message=".*First-class function type feature is experimental")
 
 _RESULTS = {}   # (potential, n) -> {engine: result dict}; difftre runs first in each case
 
