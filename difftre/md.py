@@ -1,6 +1,6 @@
-"""MD front end: force fields, integrators, state and the sampler over the Numba kernels.
+"""MD front end: force fields, integrators, state and the samplers over the Numba kernels.
 
-    ff = ForceField([lennard_jones(eps=1.0, sigma=1.0, cutoff=2.5)])
+    ff = ForceField([lennard_jones(epsilon=1.0, sigma=1.0, cutoff=2.5)])
     sampler = Sampler(ff, Langevin(dt=0.005, kT=1.0, friction=1.0), skin=0.3)
     state = sampler.init_state(positions, box, masses=1.0, seed=0)
     trajectory, state = sampler.run(state, n_equilibration=1000, n_frames=100, stride=10)
@@ -9,25 +9,37 @@ The state carries everything a continuation needs (positions, velocities,
 thermostat variables, the random stream's seed and step counter, the neighbour
 list), so the next `run` continues the same trajectory. Units: nm, ps, u, kJ/mol
 (or reduced units, consistently).
+
+Force-field terms come from `difftre.potentials` (one record per potential, its
+Numba kernel next to its JAX twin) and are re-exported here. `SamplerBase` is
+what every sampler shares (checks, degrees of freedom, the Maxwell-Boltzmann
+draw, state checks, error texts): `Sampler` here runs on the CPU,
+`difftre.md_cuda.CudaSampler` and `difftre.md_cuda.HostSteppedSampler` on a GPU.
 """
 import concurrent.futures
 import dataclasses
-from typing import Callable
+from typing import ClassVar
 
 import numba
 import numpy as np
 
-from difftre.kernels import external, integrators, manybody, neighbors, pair, sampler as engine
+from difftre.kernels import integrators, neighbors, sampler as engine
 from difftre.kernels.buffers import aligned_copy, aligned_empty
 from difftre.kernels.space import check_orthorhombic
-from difftre.kernels.spline import pack_spline_table
+from difftre.potentials import (PairTerm, SystemTerm, external_spline, harmonic, lennard_jones,  # noqa: F401
+                                repulsive, stillinger_weber, tabulated_pair)   # (the terms of difftre.md's API)
+from difftre.potentials import positive as _positive
 
 BOLTZMANN = 0.0083144626  # kJ/(mol K)
 DTYPES = (np.float32, np.float64)
 
 
 class SimulationError(RuntimeError):
-    """A trajectory stopped being physical (non-finite values or a blow-up)."""
+    """A trajectory stopped being physical (non-finite values or a blow-up).
+
+    step and particle name where; the replica samplers (difftre.md_cuda) add replica
+    (the first that failed) and failed_replicas.
+    """
 
     def __init__(self, message, step, particle):
         super().__init__(message)
@@ -48,75 +60,6 @@ def check_dtype(dtype):
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype).name}")
     return dtype
-
-
-def _positive(name, value):
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and positive, got {value}")
-    return float(value)
-
-
-# ----------------------------------------------------------------------------- force-field terms
-
-@dataclasses.dataclass(frozen=True)
-class PairTerm:
-    """A pair potential: numba pair function (r2, params) -> (u, f_over_r), its params and cut-off (nm)."""
-    function: Callable
-    params: np.ndarray
-    cutoff: float
-
-
-@dataclasses.dataclass(frozen=True)
-class SystemTerm:
-    """A whole-system (many-body or external) numba function and its params.
-
-    neighbor_cutoff > 0 asks for a full neighbour list covering that distance (nm);
-    keep_alive holds whatever the function needs alive (a JAX callback of difftre.bridge).
-    per_particle marks one-body terms (each particle's force depends on itself only).
-    """
-    function: Callable
-    params: np.ndarray
-    neighbor_cutoff: float = 0.0
-    per_particle: bool = False
-    keep_alive: object = dataclasses.field(default=None, compare=False, repr=False)
-
-
-def lennard_jones(eps, sigma, cutoff, shifted=False):
-    """Lennard-Jones 4 eps [(s/r)^12 - (s/r)^6], truncated at cutoff (and shifted to 0 there if asked)."""
-    eps, sigma, cutoff = _positive("eps", eps), _positive("sigma", sigma), _positive("cutoff", cutoff)
-    if shifted:
-        return PairTerm(pair.lennard_jones_shifted,
-                        np.array([eps, sigma, pair.lennard_jones_shift(eps, sigma, cutoff)]), cutoff)
-    return PairTerm(pair.lennard_jones, np.array([eps, sigma]), cutoff)
-
-
-def repulsive(eps, sigma, cutoff, exponent=12.0):
-    """eps (sigma/r)^exponent for r < cutoff (the coarse-grained water prior)."""
-    return PairTerm(pair.repulsive_power, np.array([_positive("eps", eps), _positive("sigma", sigma),
-                                                    _positive("exponent", exponent)]), _positive("cutoff", cutoff))
-
-
-def tabulated_pair(x0, h, coefficients):
-    """Cubic spline pair table (models' export format); the cut-off is its last knot."""
-    coefficients = np.asarray(coefficients)
-    return PairTerm(pair.tabulated, pack_spline_table(x0, h, coefficients), x0 + h * coefficients.shape[0])
-
-
-def stillinger_weber(epsilon, sigma, **constants):
-    """Stillinger-Weber (silicon constants unless overridden); cut-off a * sigma."""
-    params = manybody.stillinger_weber_params(epsilon, sigma, **constants)
-    return SystemTerm(manybody.stillinger_weber, params, float(params[6] * params[1]))
-
-
-def harmonic(k, center):
-    """External 0.5 k |x - center|^2 on wrapped coordinates (k in kJ/mol/nm^2)."""
-    return SystemTerm(external.harmonic, np.concatenate([[_positive("k", k)], np.atleast_1d(center)]),
-                      per_particle=True)
-
-
-def external_spline(x0, h, coefficients):
-    """External 1-D cubic spline table on the wrapped coordinate."""
-    return SystemTerm(external.spline_1d, pack_spline_table(x0, h, coefficients), per_particle=True)
 
 
 class ForceField:
@@ -144,51 +87,86 @@ class ForceField:
 # ----------------------------------------------------------------------------- integrators
 
 @dataclasses.dataclass(frozen=True)
-class VelocityVerlet:
-    """NVE velocity Verlet; dt in ps."""
+class Integrator:
+    """An integrator as data both engines read (dt in ps).
+
+    kind: the name of its halves in the engines ("verlet", "langevin", "nose_hoover"; the
+    CUDA engine has one template per kind); halves: the CPU kernels (first_half,
+    second_half) of `difftre.kernels.integrators`; PARAMS: the names of the kernels'
+    params in order, `named_params` their values; conserves_momentum: False when a bath
+    exchanges momentum with the particles; thermostat_size: length of the state's
+    thermostat array.
+    """
     dt: float
+    kind: ClassVar[str]
+    halves: ClassVar[tuple]
+    PARAMS: ClassVar[tuple] = ()
+    POSITIVE: ClassVar[tuple] = ("dt",)
+    conserves_momentum: ClassVar[bool] = True
+    thermostat_size: ClassVar[int] = 0
 
     def __post_init__(self):
-        _positive("dt", self.dt)
-
-    def kernel(self, dof, dtype, first_particle=0):
-        return integrators.verlet_first_half, integrators.verlet_second_half, np.zeros(1, dtype)
-
-
-@dataclasses.dataclass(frozen=True)
-class Langevin:
-    """Langevin BAOAB; dt in ps, kT in kJ/mol, friction in 1/ps."""
-    dt: float
-    kT: float
-    friction: float
-
-    def __post_init__(self):
-        for name in ("dt", "kT", "friction"):
+        for name in self.POSITIVE:
             _positive(name, getattr(self, name))
 
-    def kernel(self, dof, dtype, first_particle=0):
-        params = np.array([self.kT, self.friction, first_particle], dtype)
-        return integrators.baoab_first_half, integrators.baoab_second_half, params
+    def named_params(self, dof, first_particle=0):
+        """{name: value} of PARAMS for a system of `dof` degrees of freedom whose first particle has index
+        first_particle (a chunk of a larger system keys the random stream by it)."""
+        return {}
+
+    def params(self, dof, dtype, first_particle=0):
+        """The kernels' params array in PARAMS order, in dtype (one unused 0 when there are none: the GPU
+        takes no empty arrays)."""
+        named = self.named_params(dof, first_particle)
+        return np.array([named[name] for name in self.PARAMS] or [0.0], dtype)
 
 
 @dataclasses.dataclass(frozen=True)
-class NoseHooverChain:
+class VelocityVerlet(Integrator):
+    """NVE velocity Verlet; dt in ps."""
+    kind: ClassVar[str] = "verlet"
+    halves: ClassVar[tuple] = (integrators.verlet_first_half, integrators.verlet_second_half)
+
+
+@dataclasses.dataclass(frozen=True)
+class Langevin(Integrator):
+    """Langevin BAOAB; dt in ps, kT in kJ/mol, friction in 1/ps."""
+    kT: float
+    friction: float
+    kind: ClassVar[str] = "langevin"
+    halves: ClassVar[tuple] = (integrators.baoab_first_half, integrators.baoab_second_half)
+    PARAMS: ClassVar[tuple] = ("kT", "friction", "first_particle")
+    POSITIVE: ClassVar[tuple] = ("dt", "kT", "friction")
+    conserves_momentum: ClassVar[bool] = False
+
+    def named_params(self, dof, first_particle=0):
+        return dict(kT=self.kT, friction=self.friction, first_particle=first_particle)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoseHooverChain(Integrator):
     """Nose-Hoover chain NVT; dt and tau in ps, kT in kJ/mol."""
-    dt: float
     kT: float
     tau: float
     chain_length: int = 5
     n_substeps: int = 1
+    kind: ClassVar[str] = "nose_hoover"
+    halves: ClassVar[tuple] = (integrators.nose_hoover_first_half, integrators.nose_hoover_second_half)
+    PARAMS: ClassVar[tuple] = ("kT", "dof", "tau", "n_substeps")
+    POSITIVE: ClassVar[tuple] = ("dt", "kT", "tau")
 
     def __post_init__(self):
-        for name in ("dt", "kT", "tau"):
-            _positive(name, getattr(self, name))
+        super().__post_init__()
         if self.chain_length < 1 or self.n_substeps < 1:
             raise ValueError(f"chain_length and n_substeps must be >= 1, got {self.chain_length}, {self.n_substeps}")
 
-    def kernel(self, dof, dtype, first_particle=0):
-        params = np.array([self.kT, dof, self.tau, self.n_substeps], dtype)
-        return integrators.nose_hoover_first_half, integrators.nose_hoover_second_half, params
+    @property
+    def thermostat_size(self):
+        """The chain's positions and velocities."""
+        return 2 * self.chain_length
+
+    def named_params(self, dof, first_particle=0):
+        return dict(kT=self.kT, dof=dof, tau=self.tau, n_substeps=self.n_substeps)
 
 
 # ----------------------------------------------------------------------------- state and trajectory
@@ -238,61 +216,175 @@ def full_neighbor_list(positions, box, cutoff):
     return dense_neighbor_list(nbr_idx, nbr_count)
 
 
-class Sampler:
-    """Runs trajectories of one force field with one integrator inside compiled code."""
+
+# ----------------------------------------------------------------------------- samplers
+
+@dataclasses.dataclass
+class InitialArrays:
+    """What `SamplerBase.initial_arrays` checked, per replica (leading axis R), in the sampler's dtype."""
+    positions: np.ndarray    # (R, N, dim) nm
+    velocities: np.ndarray   # (R, N, dim) nm/ps
+    masses: np.ndarray       # (R, N) u
+    box: np.ndarray          # (R, dim) nm
+    seeds: np.ndarray        # (R,) uint64
+    dof: int                 # degrees of freedom of one replica
+
+
+class SamplerBase:
+    """What every sampler shares: argument checks, degrees of freedom, the Maxwell-Boltzmann draw,
+    state checks and error texts.
+
+    A batched sampler (the GPU ones, `batched = True`) runs `replicas` systems at once; its
+    states and errors carry a leading replica axis and name the replica. `Sampler` (CPU) runs
+    one system (replicas = 1, no replica axis).
+    """
+    batched = False
+
+    def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, max_step_displacement=None,
+                 replicas=1):
+        if not isinstance(integrator, Integrator):
+            raise TypeError(f"integrator must be a difftre.md.Integrator (VelocityVerlet, Langevin, "
+                            f"NoseHooverChain), got {type(integrator).__name__}")
+        if force_field.cutoff > 0 and not skin > 0:
+            raise ValueError(f"a force field with neighbour lists needs skin > 0 (nm), got {skin}")
+        if int(replicas) != replicas or replicas < 1:
+            raise ValueError(f"replicas must be a positive integer, got {replicas}")
+        self.force_field = force_field
+        self.integrator = integrator
+        self.dtype = check_dtype(dtype)
+        self.skin = float(skin)
+        self.replicas = int(replicas)
+        self.max_step_displacement = max_step_displacement
+
+    @property
+    def list_cutoff(self):
+        """Neighbour-list cut-off (nm): the force field's plus the skin, 0 without a list."""
+        return self.force_field.cutoff + self.skin if self.force_field.cutoff > 0 else 0.0
+
+    def step_limit(self, box):
+        """Largest move (nm) of a particle in one step before the run counts as blown up."""
+        if self.max_step_displacement is not None:
+            return float(self.max_step_displacement)
+        return self.skin if self.list_cutoff > 0 else 0.1 * float(np.min(box))
+
+    def _where(self, replica):
+        return f"replica {replica}: " if self.batched else ""
+
+    def _per_replica(self, name, value, shape):
+        """value of shape `shape` (shared by the replicas; a batched sampler also takes (R, *shape)) as an
+        (R, *shape) array in dtype."""
+        value = np.asarray(value, dtype=self.dtype)
+        full = (self.replicas, *shape)
+        if self.batched and value.shape == full:
+            return value.copy()
+        try:
+            return np.broadcast_to(value, full).copy()
+        except ValueError:
+            either = f" or {full}" if self.batched else ""
+            raise ValueError(f"{name} must have shape {tuple(shape)}{either}, got {value.shape}") from None
+
+    def initial_arrays(self, positions, box, masses, seed, velocities=None, kT=None):
+        """The checked arrays of new states (see InitialArrays); velocities Maxwell-Boltzmann at kT
+        (default: the integrator's) unless given; seed an int (replica r gets seed + r) or R seeds."""
+        dim_ok = np.ndim(positions) == 2 or (self.batched and np.ndim(positions) == 3)
+        positions = np.asarray(positions)
+        if not dim_ok or positions.shape[-1] not in (1, 2, 3):
+            either = f" or ({self.replicas}, N, dim)" if self.batched else ""
+            raise ValueError(f"positions must have shape (N, dim){either} with dim 1-3, got {positions.shape}")
+        n, dim = positions.shape[-2:]
+        positions = self._per_replica("positions", positions, (n, dim))
+        bad = np.argwhere(~np.isfinite(positions))
+        if bad.size:
+            r, i = bad[0][:2]
+            raise ValueError(f"{self._where(r)}position of particle {i} is not finite: {positions[r, i].tolist()}")
+        box = self._per_replica("box", box, (dim,))
+        for r in range(self.replicas):
+            check_orthorhombic(box[r], dim, name=f"box of replica {r}" if self.batched else "box")
+            if self.force_field.cutoff > 0:
+                if dim != 3:
+                    raise ValueError(f"pair and many-body kernels need 3-D positions, got dim {dim}")
+                neighbors.check_box_for_cutoff(box[r], self.list_cutoff)
+        masses = self._per_replica("masses", masses, (n,))
+        bad = np.argwhere(~(np.isfinite(masses) & (masses > 0)))
+        if bad.size:
+            r, i = bad[0]
+            raise ValueError(f"{self._where(r)}mass of particle {i} must be finite and positive, got {masses[r, i]}")
+        seeds = np.broadcast_to(np.asarray(seed), (self.replicas,)) if np.ndim(seed) else int(seed) + np.arange(
+            self.replicas)
+        if np.any(np.asarray(seeds) < 0):
+            raise ValueError(f"seeds must be non-negative, got {seed}")
+        seeds = np.asarray(seeds).astype(np.uint64)
+        conserves = self.force_field.conserves_momentum and self.integrator.conserves_momentum
+        dof = dim * n - (dim if conserves else 0)
+        if velocities is None:
+            kT = _positive("kT", kT if kT is not None else getattr(self.integrator, "kT", np.nan))
+            velocities = np.empty((self.replicas, n, dim))
+            for r in range(self.replicas):
+                drawn = np.random.default_rng(int(seeds[r])).normal(size=(n, dim)) * np.sqrt(kT / masses[r])[:, None]
+                if conserves:
+                    drawn -= (masses[r] @ drawn) / masses[r].sum()
+                velocities[r] = drawn
+        velocities = self._per_replica("velocities", velocities, (n, dim))
+        bad = np.argwhere(~np.isfinite(velocities))
+        if bad.size:
+            r, i = bad[0][:2]
+            raise ValueError(f"{self._where(r)}velocity of particle {i} is not finite: {velocities[r, i].tolist()}")
+        return InitialArrays(positions, velocities, masses, box, seeds, dof)
+
+    def _check_state(self, state):
+        for name in ("positions", "velocities", "masses", "box", "thermostat", "reference_positions"):
+            array = getattr(state, name)
+            if array.dtype != self.dtype:
+                raise TypeError(f"state.{name} is {array.dtype}, but this sampler runs in {np.dtype(self.dtype).name}")
+        if self.batched and state.positions.shape[0] != self.replicas:
+            raise ValueError(f"state has {state.positions.shape[0]} replicas, the sampler {self.replicas}")
+
+    def _check_run(self, state, n_equilibration, n_frames, stride):
+        self._check_state(state)
+        if n_equilibration < 0 or n_frames < 0 or stride < 1:
+            raise ValueError(f"need n_equilibration >= 0, n_frames >= 0, stride >= 1; got "
+                             f"{n_equilibration}, {n_frames}, {stride}")
+
+    def _blow_up(self, step, particle, what, position, replica=0, failed_replicas=(0,), note=""):
+        """The SimulationError of a run that failed at `step` with `particle` (and `replica`) at `position`:
+        `what` happened to it (see blow_up_reason); note: what is left of the run."""
+        message = f"{self._where(replica)}trajectory blew up at step {step}: particle {particle} {what} " \
+                  f"(position {list(position)})"
+        if self.batched:
+            message += f"; {len(failed_replicas)} of {self.replicas} replicas failed"
+        error = SimulationError(message + note, step, particle)
+        if self.batched:
+            error.replica = replica
+            error.failed_replicas = list(failed_replicas)
+        return error
+
+    @staticmethod
+    def blow_up_reason(code, limit):
+        """What the engines' status code (STATUS_NONFINITE or STATUS_DISPLACEMENT) means; limit in nm."""
+        return ("non-finite force or position" if code == engine.STATUS_NONFINITE
+                else f"moved more than {limit:.4g} nm in one step")
+
+
+class Sampler(SamplerBase):
+    """Runs trajectories of one force field with one integrator inside compiled code (CPU)."""
 
     def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, max_step_displacement=None,
                  n_threads=None):
         """n_threads: threads for systems of independent particles (one-body terms only, no global
         thermostat); the particles are split into chunks, and the trajectory does not depend on it."""
-        self.force_field = force_field
-        self.integrator = integrator
-        self.dtype = check_dtype(dtype)
-        if force_field.cutoff > 0 and not skin > 0:
-            raise ValueError(f"a force field with neighbour lists needs skin > 0 (nm), got {skin}")
-        self.skin = float(skin)
-        self.max_step_displacement = max_step_displacement
+        super().__init__(force_field, integrator, skin, dtype, max_step_displacement)
         self.n_threads = numba.config.NUMBA_NUM_THREADS if n_threads is None else int(n_threads)
-
-    @property
-    def list_cutoff(self):
-        return self.force_field.cutoff + self.skin if self.force_field.cutoff > 0 else 0.0
 
     def init_state(self, positions, box, masses, seed, velocities=None, kT=None):
         """A new state; velocities Maxwell-Boltzmann at kT (default: the integrator's) unless given."""
         dtype = self.dtype
-        positions = np.array(positions, dtype=dtype)
-        if positions.ndim != 2 or positions.shape[1] not in (1, 2, 3):
-            raise ValueError(f"positions must have shape (N, dim) with dim 1-3, got {positions.shape}")
-        n, dim = positions.shape
-        bad = np.argwhere(~np.isfinite(positions))
-        if bad.size:
-            raise ValueError(f"position of particle {bad[0][0]} is not finite: {positions[bad[0][0]].tolist()}")
-        box = check_orthorhombic(aligned_copy(np.asarray(box, dtype=dtype), dtype), dim)
-        if self.force_field.cutoff > 0:
-            if dim != 3:
-                raise ValueError(f"pair and many-body kernels need 3-D positions, got dim {dim}")
-            neighbors.check_box_for_cutoff(box, self.list_cutoff)
-        masses = np.broadcast_to(np.asarray(masses, dtype=dtype), (n,)).copy()
-        bad = np.flatnonzero(~(np.isfinite(masses) & (masses > 0)))
-        if bad.size:
-            raise ValueError(f"mass of particle {bad[0]} must be finite and positive, got {masses[bad[0]]}")
-        conserves = self.force_field.conserves_momentum and not isinstance(self.integrator, Langevin)
-        dof = dim * n - (dim if conserves else 0)
-        if velocities is None:
-            kT = _positive("kT", kT if kT is not None else getattr(self.integrator, "kT", np.nan))
-            rng = np.random.default_rng(seed)
-            velocities = rng.normal(size=(n, dim)) * np.sqrt(kT / masses)[:, None]
-            if conserves:
-                velocities -= (masses @ velocities) / masses.sum()
-        positions = aligned_copy(positions, dtype)
-        velocities = aligned_copy(velocities, dtype)
-        if velocities.shape != positions.shape or not np.all(np.isfinite(velocities)):
-            raise ValueError(f"velocities must be finite with shape {positions.shape}")
-        chain = getattr(self.integrator, "chain_length", 0)
-        thermostat = np.zeros(2 * chain, dtype)
+        initial = self.initial_arrays(positions, box, masses, seed, velocities, kT)
+        positions = aligned_copy(initial.positions[0], dtype)
+        box = aligned_copy(initial.box[0], dtype)
+        n = positions.shape[0]
         capacity = self._initial_capacity(n, box)
-        state = MDState(positions, velocities, masses, box, thermostat, int(seed), 0, dof,
+        state = MDState(positions, aligned_copy(initial.velocities[0], dtype), initial.masses[0], box,
+                        np.zeros(self.integrator.thermostat_size, dtype), int(initial.seeds[0]), 0, initial.dof,
                         np.zeros((n, capacity), np.int32), np.zeros(n, np.int32), positions.copy())
         if self.list_cutoff > 0:
             state.nbr_idx = neighbors.build(positions, box, dtype(self.list_cutoff), self.force_field.half_list,
@@ -306,12 +398,6 @@ class Sampler:
         expected = 4.0 / 3.0 * np.pi * self.list_cutoff ** 3 * density
         return int(1.3 * expected * (0.5 if self.force_field.half_list else 1.0)) + 8
 
-    def _check_state(self, state):
-        for name in ("positions", "velocities", "masses", "box", "thermostat", "reference_positions"):
-            array = getattr(state, name)
-            if array.dtype != self.dtype:
-                raise TypeError(f"state.{name} is {array.dtype}, but this sampler runs in {np.dtype(self.dtype).name}")
-
     def run(self, state, n_equilibration, n_frames, stride, record_velocities=False):
         """Advance `state` in place; return (Trajectory, state).
 
@@ -319,16 +405,10 @@ class Sampler:
         state after every stride-th step. Raises SimulationError (naming the
         step and the particle) on non-finite values or a blow-up.
         """
-        self._check_state(state)
-        if n_equilibration < 0 or n_frames < 0 or stride < 1:
-            raise ValueError(f"need n_equilibration >= 0, n_frames >= 0, stride >= 1; got "
-                             f"{n_equilibration}, {n_frames}, {stride}")
-        dtype = self.dtype
-        n, dim = state.positions.shape
-        limit = self.max_step_displacement
-        if limit is None:
-            limit = self.skin if self.list_cutoff > 0 else 0.1 * float(np.min(state.box))
-        separable = (self.force_field.independent_particles and not isinstance(self.integrator, NoseHooverChain)
+        self._check_run(state, n_equilibration, n_frames, stride)
+        n = state.positions.shape[0]
+        limit = self.step_limit(state.box)
+        separable = (self.force_field.independent_particles and self.integrator.kind != "nose_hoover"
                      and self.n_threads > 1 and n >= 64 * self.n_threads)
         # chunk edges on multiples of 4 particles: the random stream is grouped in fours
         edges = np.unique(np.minimum(4 * np.round(np.linspace(0, n, self.n_threads + 1) / 4).astype(int), n)) \
@@ -356,10 +436,7 @@ class Sampler:
         frames.n_neighbor_rebuilds = int(rebuilds)
         if failures:
             step, particle, code = min(failures)
-            what = ("non-finite force or position" if code == engine.STATUS_NONFINITE
-                    else f"moved more than {limit:.4g} nm in one step")
-            raise SimulationError(f"trajectory blew up at step {step}: particle {particle} {what} "
-                                  f"(position {state.positions[particle].tolist()})", step, particle)
+            raise self._blow_up(step, particle, self.blow_up_reason(code, limit), state.positions[particle].tolist())
         state.step += int(n_equilibration + n_frames * stride)
         return frames, state
 
@@ -367,7 +444,8 @@ class Sampler:
         """Run particles a:b of `state` in place (all of them unless the particles are independent)."""
         dtype = self.dtype
         n, dim = b - a, state.positions.shape[1]
-        first, second, params = self.integrator.kernel(state.dof, dtype, first_particle=a)
+        first, second = self.integrator.halves
+        params = self.integrator.params(state.dof, dtype, first_particle=a)
         pairs, systems = self.force_field.kernel_terms(dtype)
         frames = Trajectory(np.empty((n_frames, n, dim), dtype),
                             np.empty((n_frames if record_velocities else 0, n, dim), dtype),

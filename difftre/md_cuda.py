@@ -1,6 +1,6 @@
 """GPU front end: `CudaSampler`, the CUDA twin of `difftre.md.Sampler`, for R replicas at once.
 
-    ff = ForceField([lennard_jones(eps=1.0, sigma=1.0, cutoff=2.5)])
+    ff = ForceField([lennard_jones(epsilon=1.0, sigma=1.0, cutoff=2.5)])
     sampler = CudaSampler(ff, Langevin(dt=0.005, kT=1.0, friction=1.0), skin=0.3, replicas=100)
     state = sampler.init_state(positions, box, masses=1.0, seed=0)   # positions (N, 3) or (R, N, 3)
     trajectory, state = sampler.run(state, n_equilibration=1000, n_frames=100, stride=10)
@@ -15,20 +15,22 @@ the host only intervenes to regrow a neighbour list that ran out of capacity.
 
 A force field whose only term is a JAX model (`difftre.bridge.jax_force_term`,
 e.g. a neural network plus its prior written with `difftre.models.priors`) runs
-host-stepped instead: each step launches the integrator's first half, hands the
+host-stepped instead (`HostSteppedSampler`; ``CudaSampler(...)`` returns one for
+such a force field): each step launches the integrator's first half, hands the
 positions to JAX and its forces back through `difftre.bridge` (DLPack / CUDA
 array interface, no copies on a GPU) and launches the second half. Same steps
 and random stream as the CPU sampler with the same term.
+
+Checks, degrees of freedom, the velocity draw and error texts are the CPU
+sampler's (`difftre.md.SamplerBase`); `ReplicaSampler` adds what both GPU
+samplers share (replica states, continuing CPU states, the thread layout).
 """
 import dataclasses
-import functools
 
 import numpy as np
 
 from difftre import md
-from difftre.kernels import neighbors
 from difftre.kernels.cuda import engine as gpu
-from difftre.kernels.space import check_orthorhombic
 
 MAX_RELAUNCHES = 32
 
@@ -81,62 +83,38 @@ def _next_power_of_two(n):
     return 1 << max(0, int(n - 1).bit_length())
 
 
-def _per_replica(name, value, shape, replicas, dtype):
-    """value of shape `shape` (same for all replicas) or (replicas, *shape), as a (replicas, *shape) array."""
-    value = np.asarray(value, dtype=dtype)
-    if value.shape == tuple(shape) or value.ndim < len(shape) + 1:
-        return np.broadcast_to(value, (replicas, *shape)).copy()
-    if value.shape != (replicas, *shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)} or {(replicas, *shape)}, got {value.shape}")
-    return value.copy()
+@dataclasses.dataclass
+class LaunchResult:
+    """What one `CudaSampler._launch` gives back (host arrays, leading replica axis)."""
+    frames: md.Trajectory    # the recorded frames (n_neighbor_rebuilds per replica)
+    status: np.ndarray       # (R, engine.N_STATUS) code, step, particle, ... per replica
+    forces: np.ndarray       # (R, N, dim) kJ/mol/nm at the last evaluated positions
+    start: np.ndarray        # (R, 2 + dim^2) at the start: potential energy (kJ/mol), 2 K, virial (kJ/mol)
 
 
-class CudaSampler:
-    """Runs R replicas of one force field with one integrator on the GPU, all in compiled code.
+class ReplicaSampler(md.SamplerBase):
+    """What both GPU samplers share: R replicas per state, continuing CPU states, the thread layout.
 
     mode: "replicas" (one thread block per replica), "grid" (one system over a
     cooperative grid of blocks, for large N; replicas must be 1) or "auto"
     (grid for a single system of >= 8192 particles). threads: per block, a
     power of two (default: 256, fewer for small systems).
     """
+    batched = True
 
     def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, replicas=1,
                  max_step_displacement=None, threads=None, mode="auto"):
-        self.force_field = force_field
-        self.integrator = integrator
-        self.dtype = md.check_dtype(dtype)
-        if force_field.cutoff > 0 and not skin > 0:
-            raise ValueError(f"a force field with neighbour lists needs skin > 0 (nm), got {skin}")
-        if int(replicas) != replicas or replicas < 1:
-            raise ValueError(f"replicas must be a positive integer, got {replicas}")
+        super().__init__(force_field, integrator, skin, dtype, max_step_displacement, replicas)
         if mode not in ("auto", "replicas", "grid"):
             raise ValueError(f"mode must be 'auto', 'replicas' or 'grid', got {mode!r}")
         if mode == "grid" and replicas != 1:
             raise ValueError("mode 'grid' runs one system; use mode 'replicas' for several")
         if threads is not None and (threads < 1 or threads & (threads - 1)):
             raise ValueError(f"threads must be a power of two, got {threads}")
-        first, second, _ = integrator.kernel(1, self.dtype)
-        if (first, second) not in gpu.INTEGRATORS:
+        if integrator.kind not in gpu.INTEGRATOR_TEMPLATES:
             raise NotImplementedError(f"no CUDA version of integrator {type(integrator).__name__}")
-        self.integrator_kind = gpu.INTEGRATORS[(first, second)]
-        self.jax_model = _jax_model(force_field)
-        if self.jax_model is not None and mode == "grid":
-            raise ValueError("a force field with JAX forces runs host-stepped, one block per replica: "
-                             "use mode 'replicas' or 'auto'")
-        for term in force_field.system_terms if self.jax_model is None else ():   # fail early on a term
-            gpu.system_term_kind(term.function, getattr(term, "per_particle", False))  # the GPU cannot run
-        self.skin = float(skin)
-        self.replicas = int(replicas)
-        self.max_step_displacement = max_step_displacement
         self.threads = threads
         self.mode = mode
-        self.relaunches = 0   # regrowth relaunches of the last kernel run (diagnostics)
-
-    @property
-    def list_cutoff(self):
-        return self.force_field.cutoff + self.skin if self.force_field.cutoff > 0 else 0.0
-
-    # ------------------------------------------------------------------ state
 
     def init_state(self, positions, box, masses, seed, velocities=None, kT=None):
         """R new states: positions/box/masses/velocities shared by the replicas or given per replica.
@@ -145,56 +123,13 @@ class CudaSampler:
         replica r draws Maxwell-Boltzmann velocities at kT exactly as
         ``difftre.md.Sampler.init_state`` does with its seed.
         """
-        dtype, R = self.dtype, self.replicas
-        positions = np.asarray(positions, dtype=dtype)
-        if positions.ndim == 2:
-            positions = np.broadcast_to(positions, (R, *positions.shape))
-        if positions.ndim != 3 or positions.shape[0] != R or positions.shape[2] not in (1, 2, 3):
-            raise ValueError(f"positions must have shape (N, dim) or ({R}, N, dim) with dim 1-3, got {positions.shape}")
-        positions = positions.copy()
-        _, n, dim = positions.shape
-        bad = np.argwhere(~np.isfinite(positions))
-        if bad.size:
-            r, i = bad[0][:2]
-            raise ValueError(f"replica {r}: position of particle {i} is not finite: {positions[r, i].tolist()}")
-        box = _per_replica("box", box, (dim,), R, dtype)
-        for r in range(R):
-            check_orthorhombic(box[r], dim, name=f"box of replica {r}")
-            if self.force_field.cutoff > 0:
-                if dim != 3:
-                    raise ValueError(f"pair and many-body kernels need 3-D positions, got dim {dim}")
-                neighbors.check_box_for_cutoff(box[r], self.list_cutoff)
-        masses = _per_replica("masses", masses, (n,), R, dtype)
-        bad = np.argwhere(~(np.isfinite(masses) & (masses > 0)))
-        if bad.size:
-            r, i = bad[0]
-            raise ValueError(f"replica {r}: mass of particle {i} must be finite and positive, got {masses[r, i]}")
-        seeds = np.broadcast_to(np.asarray(seed), (R,)) if np.ndim(seed) else int(seed) + np.arange(R)
-        if np.any(np.asarray(seeds) < 0):
-            raise ValueError(f"seeds must be non-negative, got {seed}")
-        seeds = np.asarray(seeds).astype(np.uint64)
-        conserves = self.force_field.conserves_momentum and self.integrator_kind != "langevin"
-        dof = dim * n - (dim if conserves else 0)
-        if velocities is None:
-            kT = md._positive("kT", kT if kT is not None else getattr(self.integrator, "kT", np.nan))
-            velocities = np.empty((R, n, dim))
-            for r in range(R):   # exactly md.Sampler.init_state's draw for seed seeds[r]
-                rng = np.random.default_rng(int(seeds[r]))
-                v = rng.normal(size=(n, dim)) * np.sqrt(kT / masses[r])[:, None]
-                if conserves:
-                    v -= (masses[r] @ v) / masses[r].sum()
-                velocities[r] = v
-        velocities = _per_replica("velocities", velocities, (n, dim), R, dtype)
-        if not np.all(np.isfinite(velocities)):
-            raise ValueError("velocities must be finite")
-        chain = getattr(self.integrator, "chain_length", 0)
-        capacity, cell_capacity = self._initial_capacities(n, box)
-        state = CudaMDState(positions, velocities, masses, box, np.zeros((R, 2 * chain), dtype), seeds, 0, dof,
-                            np.zeros((R, n, capacity), np.int32), np.zeros((R, n), np.int32), positions.copy(),
-                            cell_capacity)
-        if self.list_cutoff > 0:
-            self._launch(state, 0, 0, 1, False, force_rebuild=True)
-        return state
+        initial = self.initial_arrays(positions, box, masses, seed, velocities, kT)
+        R, n, _ = initial.positions.shape
+        capacity, cell_capacity = self._initial_capacities(n, initial.box)
+        return CudaMDState(initial.positions, initial.velocities, initial.masses, initial.box,
+                           np.zeros((R, self.integrator.thermostat_size), self.dtype), initial.seeds, 0, initial.dof,
+                           np.zeros((R, n, capacity), np.int32), np.zeros((R, n), np.int32),
+                           initial.positions.copy(), cell_capacity)
 
     def continue_from(self, states):
         """One CudaMDState continuing R states of the CPU sampler (difftre.md.MDState, one per replica).
@@ -218,6 +153,7 @@ class CudaSampler:
         return state
 
     def _initial_capacities(self, n, box):
+        """(neighbours per particle, members per cell) to start with (both regrow on demand)."""
         if self.list_cutoff == 0:
             return 1, 1
         density = n / float(np.min(np.prod(box, axis=1)))
@@ -225,15 +161,55 @@ class CudaSampler:
         per_cell = density * float(np.max(np.prod(box / np.floor(box / self.list_cutoff), axis=1)))
         return int(1.3 * expected) + 8, int(2.0 * per_cell) + 8
 
-    def _check_state(self, state):
-        for name in ("positions", "velocities", "masses", "box", "thermostat", "reference_positions"):
-            array = getattr(state, name)
-            if array.dtype != self.dtype:
-                raise TypeError(f"state.{name} is {array.dtype}, but this sampler runs in {np.dtype(self.dtype).name}")
-        if state.positions.shape[0] != self.replicas:
-            raise ValueError(f"state has {state.positions.shape[0]} replicas, the sampler {self.replicas}")
+    def _layout(self, n):
+        """(mode, threads per block) of a system of n particles."""
+        mode = self.mode
+        if mode == "auto":
+            mode = "grid" if self.replicas == 1 and n >= 8192 and not gpu.SIMULATOR else "replicas"
+        threads = self.threads or max(32, min(256, _next_power_of_two(n)))
+        return mode, threads
 
-    # ------------------------------------------------------------------ running
+    def _engine_terms(self):
+        """(pair functions, (system function, kind) pairs) the engine evaluates."""
+        raise NotImplementedError
+
+    def engine(self, dim, mode, threads):
+        """The compiled engine (difftre.kernels.cuda.engine.Engine) of this sampler for dim, mode, threads."""
+        pairs, systems = self._engine_terms()
+        return gpu.get_engine(self.dtype, pairs, systems, self.integrator.kind, self.integrator.PARAMS, dim,
+                              threads, mode, self.list_cutoff > 0)
+
+
+class CudaSampler(ReplicaSampler):
+    """Runs R replicas of one force field with one integrator on the GPU, all in compiled code.
+
+    A force field whose only term is a JAX model gives a `HostSteppedSampler` instead.
+    """
+
+    def __new__(cls, force_field, integrator, *args, **kwargs):
+        if cls is CudaSampler and _jax_model(force_field) is not None:
+            return HostSteppedSampler(force_field, integrator, *args, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, replicas=1,
+                 max_step_displacement=None, threads=None, mode="auto"):
+        super().__init__(force_field, integrator, skin, dtype, replicas, max_step_displacement, threads, mode)
+        for term in force_field.system_terms:   # fail early on a term the GPU cannot run
+            gpu.system_term_kind(term.function, term.per_particle)
+        self.relaunches = 0   # regrowth relaunches of the last kernel run (diagnostics)
+
+    def _engine_terms(self):
+        return (tuple(t.function for t in self.force_field.pair_terms),
+                tuple((t.function, gpu.system_term_kind(t.function, t.per_particle))
+                      for t in self.force_field.system_terms))
+
+    def init_state(self, positions, box, masses, seed, velocities=None, kT=None):
+        state = super().init_state(positions, box, masses, seed, velocities, kT)
+        if self.list_cutoff > 0:
+            self._launch(state, 0, 0, 1, False, force_rebuild=True)
+        return state
+
+    init_state.__doc__ = ReplicaSampler.init_state.__doc__
 
     def run(self, state, n_equilibration, n_frames, stride, record_velocities=False):
         """Advance all replicas in place; return (Trajectory with a leading replica axis, state).
@@ -242,32 +218,17 @@ class CudaSampler:
         first replica that blew up (the others have completed their run, the
         failing ones hold their failing step).
         """
-        self._check_state(state)
-        if n_equilibration < 0 or n_frames < 0 or stride < 1:
-            raise ValueError(f"need n_equilibration >= 0, n_frames >= 0, stride >= 1; got "
-                             f"{n_equilibration}, {n_frames}, {stride}")
-        if self.jax_model is not None:
-            return self._run_host_stepped(state, int(n_equilibration), int(n_frames), int(stride),
-                                          bool(record_velocities))
-        frames, status = self._launch(state, int(n_equilibration), int(n_frames), int(stride),
-                                      bool(record_velocities))
-        failed = np.flatnonzero(status[:, gpu.ST_CODE] != gpu.STATUS_OK)
+        self._check_run(state, n_equilibration, n_frames, stride)
+        result = self._launch(state, int(n_equilibration), int(n_frames), int(stride), bool(record_velocities))
+        failed = np.flatnonzero(result.status[:, gpu.ST_CODE] != gpu.STATUS_OK)
         if failed.size:
             r = int(failed[0])
-            code, step, particle = (int(v) for v in status[r, :3])
+            code, step, particle = (int(v) for v in result.status[r, :3])
             particle = 0 if particle >= state.positions.shape[1] else particle
-            limit = self._step_limit(state)
-            what = ("non-finite force or position" if code == gpu.STATUS_NONFINITE
-                    else f"moved more than {limit:.4g} nm in one step")
-            error = md.SimulationError(
-                f"replica {r}: trajectory blew up at step {step}: particle {particle} {what} (position "
-                f"{state.positions[r, particle].tolist()}); {failed.size} of {self.replicas} replicas failed",
-                step, particle)
-            error.replica = r
-            error.failed_replicas = failed.tolist()
-            raise error
+            raise self._blow_up(step, particle, self.blow_up_reason(code, self.step_limit(state.box)),
+                                state.positions[r, particle].tolist(), r, failed.tolist())
         state.step += int(n_equilibration + n_frames * stride)
-        return frames, state
+        return result.frames, state
 
     def evaluate(self, state):
         """(potential energy (R,), forces (R, N, dim), virial (R, dim, dim)) of the current positions.
@@ -275,59 +236,238 @@ class CudaSampler:
         Rebuilds the neighbour lists first (state's lists are updated).
         """
         self._check_state(state)
-        if self.jax_model is not None:
-            from numba import cuda
-            energies, forces, failure = self._jax_forces(cuda.to_device(state.positions), state.box)
-            self._raise_failure(state, failure)
-            dim = state.positions.shape[2]
-            return (np.asarray(energies), forces.copy_to_host(),
-                    np.full((state.replicas, dim, dim), np.nan, self.dtype))
-        forces = np.empty_like(state.positions)
-        start = self._launch(state, 0, 0, 1, False, force_rebuild=self.list_cutoff > 0, forces_out=forces)
+        result = self._launch(state, 0, 0, 1, False, force_rebuild=self.list_cutoff > 0)
         dim = state.positions.shape[2]
-        return start[:, 0].copy(), forces, start[:, 2:].reshape(-1, dim, dim).copy()
+        return result.start[:, 0].copy(), result.forces, result.start[:, 2:].reshape(-1, dim, dim).copy()
 
-    # ------------------------------------------------------------------ host-stepped mode (JAX forces)
+    def kernel_ptx(self, state, compute_capability=(9, 0)):
+        """PTX of the MD kernel for this sampler and state (NVVM only, no GPU needed; see kernels.cuda.ptx)."""
+        from numba import cuda, typeof
+        call = _KernelCall(self, state, 1, 1, 1, False, False, to_device=None)
+        argument_types = tuple(typeof(a) for a in call.arguments())
+        return cuda.compile_ptx(call.engine.kernel.py_func, argument_types, cc=tuple(compute_capability))[0]
 
-    @functools.cached_property
-    def _jax_forces(self):
-        """forces(positions device (R, N, dim), box host (R, dim), step index, failure) (difftre.bridge)."""
+    def _launch(self, state, n_equilibration, n_frames, stride, record_velocities, force_rebuild=False):
+        """Run the kernel until every replica finished or failed, regrowing lists that overflow; the
+        state arrays are updated in place. Returns a LaunchResult."""
+        from numba import cuda
+
+        R, n, dim = state.positions.shape
+        call = _KernelCall(self, state, n_equilibration, n_frames, stride, record_velocities, force_rebuild,
+                           to_device=cuda.to_device)
+        d = call.device
+        self.relaunches = 0
+        for attempt in range(MAX_RELAUNCHES):
+            self.relaunches = attempt
+            d_status = cuda.to_device(call.status)
+            call.engine.kernel[call.blocks, call.threads](*call.arguments(d_status))
+            cuda.synchronize()
+            status = call.status = d_status.copy_to_host()
+            overflow = status[:, gpu.ST_CODE] == gpu.STATUS_OVERFLOW
+            if not overflow.any():
+                break
+            need_nbr = int(status[overflow, gpu.ST_NEED_NBR].max())
+            need_cell = int(status[overflow, gpu.ST_NEED_CELL].max())
+            progress = d["progress"].copy_to_host()
+            call.rebuild_flags[~overflow & (progress >= n_equilibration + n_frames * stride)] = 0
+            if need_nbr > d["nbr"].shape[2]:
+                old = d["nbr"].copy_to_host()
+                grown = np.zeros((R, n, need_nbr + need_nbr // 4 + 1), np.int32)
+                grown[:, :, :old.shape[2]] = old
+                d["nbr"] = cuda.to_device(grown)
+            if need_cell > state.cell_capacity:
+                state.cell_capacity = need_cell + need_cell // 4 + 1
+                d["cellm"] = cuda.to_device(np.zeros((R, call.total_cells, state.cell_capacity), np.int32))
+            status[overflow, gpu.ST_CODE] = gpu.STATUS_OK
+            status[overflow, gpu.ST_NEED_NBR] = 0
+            status[overflow, gpu.ST_NEED_CELL] = 0
+        else:
+            raise RuntimeError(f"neighbour lists still overflow after {MAX_RELAUNCHES} regrowths")
+        state.positions[...] = d["pos"].copy_to_host()
+        state.velocities[...] = d["vel"].copy_to_host()
+        if state.thermostat.shape[1]:
+            state.thermostat[...] = d["thermo"].copy_to_host()
+        state.nbr_idx = d["nbr"].copy_to_host()
+        state.nbr_count = d["cnt"].copy_to_host()
+        state.reference_positions = d["ref"].copy_to_host()
+        frames = md.Trajectory(d["fpos"].copy_to_host()[:, :n_frames],
+                               d["fvel"].copy_to_host()[:, :n_frames] if record_velocities
+                               else np.empty((R, 0, n, dim), self.dtype),
+                               d["fpot"].copy_to_host()[:, :n_frames], d["fkin"].copy_to_host()[:, :n_frames],
+                               d["fvir"].copy_to_host()[:, :n_frames], state.box.copy(),
+                               d["rebuilds"].copy_to_host())
+        return LaunchResult(frames, call.status, d["frc"].copy_to_host(), d["start_out"].copy_to_host())
+
+
+class _KernelCall:
+    """The MD kernel's arguments for one run of `sampler` from `state` (arrays placed by to_device; None:
+    left on the host, for PTX), its engine and launch shape (blocks, threads); `arguments(status)` lists
+    them in the kernel's order."""
+
+    def __init__(self, sampler, state, n_equilibration, n_frames, stride, record_velocities, force_rebuild,
+                 to_device):
+        dtype = sampler.dtype
+        R, n, dim = state.positions.shape
+        mode, self.threads = sampler._layout(n)
+        self.engine = sampler.engine(dim, mode, self.threads)
+        list_cutoff = dtype(sampler.list_cutoff)
+        if sampler.list_cutoff > 0 and dim == 3:
+            ncell = np.floor(state.box.astype(np.float64) / float(list_cutoff)).astype(np.int64)
+        else:
+            ncell = np.zeros((R, 3), np.int64)
+        cells_used = np.all(ncell >= 3, axis=1)
+        self.total_cells = int(max([np.prod(ncell[r]) for r in range(R) if cells_used[r]] + [1]))
+        state.cell_capacity = max(int(state.cell_capacity), 1)
+        limit = sampler.step_limit(state.box)
+        frames = max(n_frames, 1)
+        thermostat = state.thermostat if state.thermostat.shape[1] else np.zeros((R, 1), dtype)
+        to = self.to_device = to_device or (lambda array: array)
+        n_reduce = self.engine.n_reduce
+        self.device = dict(
+            pos=to(state.positions), vel=to(state.velocities), frc=to(np.zeros_like(state.positions)),
+            invm=to((1.0 / state.masses).astype(dtype)), box=to(state.box), thermo=to(thermostat),
+            seeds=to(state.seeds.astype(np.uint64)),
+            iparams=to(sampler.integrator.params(state.dof, dtype)),
+            nbr=to(state.nbr_idx), cnt=to(state.nbr_count), ref=to(state.reference_positions),
+            prev=to(state.positions), cellc=to(np.zeros((R, self.total_cells), np.int32)),
+            cellm=to(np.zeros((R, self.total_cells, state.cell_capacity), np.int32)), ncell=to(ncell),
+            fpos=to(np.zeros((R, frames, n, dim), dtype)),
+            fvel=to(np.zeros((R, frames if record_velocities else 1, n, dim), dtype)),
+            fpot=to(np.zeros((R, frames), dtype)), fkin=to(np.zeros((R, frames), dtype)),
+            fvir=to(np.zeros((R, frames, dim, dim), dtype)),
+            progress=to(np.zeros(R, np.int64)), resume=to(np.zeros(R, np.int32)),
+            rebuilds=to(np.zeros(R, np.int64)), start_out=to(np.zeros((R, n_reduce), dtype)))
+        self.device.update(zip(("pp", "plen", "pcut2", "sp", "slen"), (to(a) for a in _packed_terms(sampler))))
+        self.rebuild_flags = np.full(R, int(force_rebuild), np.int32)
+        self.status = np.zeros((R, gpu.N_STATUS), np.int64)
+        self.status[:, gpu.ST_PARTICLE] = n
+        self.scalars = (np.uint64(state.step), dtype(sampler.integrator.dt), list_cutoff * list_cutoff,
+                        dtype(0.25 * sampler.skin * sampler.skin), dtype(limit) * dtype(limit))
+        self.counts = (np.int64(n_equilibration), np.int64(n_frames), np.int64(stride), np.int32(record_velocities))
+        self.zeros = (np.zeros((R, gpu.N_FLAGS), np.int32), np.zeros((R, gpu.N_SCALARS), dtype))
+        self.blocks = R
+        self.device["partials"] = to(np.zeros((R, 1, n_reduce), dtype))
+        if mode == "grid":
+            wanted = max(1, -(-n // self.threads))
+            if gpu.SIMULATOR or to_device is None:   # the simulator runs blocks one after another; PTX
+                self.blocks = 1                       # needs no launch shape
+            else:
+                self.blocks = max(1, min(wanted, self.engine.max_cooperative_blocks(
+                    self.arguments(to(self.status)), self.threads)))
+            self.device["partials"] = to(np.zeros((R, self.blocks, n_reduce), dtype))
+
+    def arguments(self, status=None):
+        """The kernel's arguments, status (the device copy of self.status) in its place."""
+        d, to = self.device, self.to_device
+        step0, dt, list_cut2, half_skin_sq, max_step_sq = self.scalars
+        flags, scalars = self.zeros
+        return (d["pos"], d["vel"], d["frc"], d["invm"], d["box"], d["thermo"], d["seeds"], step0,
+                d["iparams"], dt, d["pp"], d["plen"], d["pcut2"], d["sp"], d["slen"],
+                d["nbr"], d["cnt"], d["ref"], d["prev"], d["cellc"], d["cellm"], d["ncell"],
+                list_cut2, half_skin_sq, max_step_sq, *self.counts,
+                d["fpos"], d["fvel"], d["fpot"], d["fkin"], d["fvir"],
+                d["progress"], d["resume"], to(self.rebuild_flags), to(self.status) if status is None else status,
+                to(flags), d["partials"], to(scalars), d["rebuilds"], d["start_out"])
+
+
+def _packed_terms(sampler):
+    """The force field's params for the kernel: pair params (S, width), their lengths, squared pair
+    cut-offs, system params (S, width), their lengths (at least one row each)."""
+    dtype = sampler.dtype
+    pairs, systems = sampler.force_field.kernel_terms(dtype)
+
+    def pack(params_list):
+        width = max([len(p) for p in params_list] + [1])
+        table = np.zeros((max(len(params_list), 1), width), dtype)
+        lengths = np.zeros(max(len(params_list), 1), np.int64)
+        for s, p in enumerate(params_list):
+            table[s, :len(p)] = p
+            lengths[s] = len(p)
+        return table, lengths
+
+    pair_params, pair_lengths = pack([p for _, p, _ in pairs])
+    pair_cut2 = np.zeros(max(len(pairs), 1), dtype)
+    for s, (_, _, cutoff) in enumerate(pairs):
+        pair_cut2[s] = dtype(cutoff) * dtype(cutoff)
+    system_params, system_lengths = pack([p for _, p in systems])
+    return pair_params, pair_lengths, pair_cut2, system_params, system_lengths
+
+
+class HostSteppedSampler(ReplicaSampler):
+    """R replicas whose forces come from a JAX model (the force field's only term, a
+    difftre.bridge.jax_force_term without a neighbour list): one kernel launch per integrator
+    half, the JAX forces of all replicas in between (difftre.bridge, no copies on a GPU).
+
+    Same steps and random stream as the CPU sampler with the same term. The virial is not
+    computed (NaN).
+    """
+
+    def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, replicas=1,
+                 max_step_displacement=None, threads=None, mode="auto"):
+        if mode == "grid":
+            raise ValueError("a force field with JAX forces runs host-stepped, one block per replica: "
+                             "use mode 'replicas' or 'auto'")
+        self.jax_model = _jax_model(force_field)
+        if self.jax_model is None:
+            raise ValueError("HostSteppedSampler runs a force field whose only term is a difftre.bridge.jax_force_term")
+        if force_field.cutoff > 0:
+            raise NotImplementedError("host-stepped JAX forces get no neighbour list on the GPU: use a "
+                                      "jax_force_term without cutoff")
+        super().__init__(force_field, integrator, skin, dtype, replicas, max_step_displacement, threads, "replicas")
+        self._forces = None
+
+    def _engine_terms(self):
+        return (), ()   # the engine only integrates
+
+    def _jax_forces(self, positions, box, step=0, failure=None):
+        """(energies (R,), forces (R, N, dim) device view, failure (R, 2)) of device positions (R, N, dim) and
+        host box (R, dim) at step index `step` (difftre.bridge.replica_forces)."""
         import jax.numpy as jnp
         from difftre import bridge
-        energy_fn, params = self.jax_model
-        forces = bridge.replica_forces(energy_fn, params, self.dtype)
-        return lambda positions, box, step=0, failure=None: forces(
-            positions, jnp.asarray(box), step,
-            jnp.full((len(box), 2), -1, jnp.int32) if failure is None else failure)
+        if self._forces is None:
+            energy_fn, params = self.jax_model
+            self._forces = bridge.replica_forces(energy_fn, params, self.dtype)
+        if failure is None:
+            failure = jnp.full((len(box), 2), -1, jnp.int32)
+        return self._forces(positions, jnp.asarray(box), step, failure)
 
-    def _run_host_stepped(self, state, n_equilibration, n_frames, stride, record_velocities):
-        """One launch per integrator half, the JAX forces in between (difftre.bridge, no copies on a GPU).
+    def evaluate(self, state):
+        """(potential energy (R,), forces (R, N, dim), virial (R, dim, dim), NaN) of the current positions."""
+        from numba import cuda
+        self._check_state(state)
+        energies, forces, failure = self._jax_forces(cuda.to_device(state.positions), state.box)
+        self._raise_failure(state, failure)
+        dim = state.positions.shape[2]
+        return (np.asarray(energies), forces.copy_to_host(),
+                np.full((state.replicas, dim, dim), np.nan, self.dtype))
 
-        Same steps and random stream as the CPU sampler with the same jax_force_term. A
-        non-finite position, force or energy raises SimulationError naming the replica, step and
+    def run(self, state, n_equilibration, n_frames, stride, record_velocities=False):
+        """Advance all replicas in place; return (Trajectory with a leading replica axis, state).
+
+        A non-finite position, force or energy raises SimulationError naming the replica, step and
         particle (checked at every recorded frame and at the end); the state is then left as it
-        was before the run. The virial is not computed (NaN).
+        was before the run.
         """
         from numba import cuda
         import jax
         import jax.numpy as jnp
         from difftre import bridge
 
+        self._check_run(state, n_equilibration, n_frames, stride)
+        n_equilibration, n_frames, stride = int(n_equilibration), int(n_frames), int(stride)
         dtype = self.dtype
         R, n, dim = state.positions.shape
         _, threads = self._layout(n)
         half_step = self.engine(dim, "replicas", threads).half_step_kernel()
-        _, _, iparams = self.integrator.kernel(state.dof, dtype)
-        forces_of = self._jax_forces
         thermostat = state.thermostat if state.thermostat.shape[1] else np.zeros((R, 1), dtype)
         pos, vel, thermo = (cuda.to_device(a) for a in (state.positions, state.velocities, thermostat))
         invm = cuda.to_device((1.0 / state.masses).astype(dtype))
         invm_jax = bridge.device_as_jax(invm)
         seeds = cuda.to_device(state.seeds.astype(np.uint64))
-        tail = (cuda.to_device(np.asarray(iparams, dtype)), dtype(self.integrator.dt),
+        tail = (cuda.to_device(self.integrator.params(state.dof, dtype)), dtype(self.integrator.dt),
                 cuda.to_device(np.zeros((R, 1, 2 + dim * dim), dtype)),
                 cuda.to_device(np.zeros((R, gpu.N_SCALARS), dtype)))
-        energies, frc, failure = forces_of(pos, state.box)
+        energies, frc, failure = self._jax_forces(pos, state.box)
         self._raise_failure(state, failure)
         frame_positions, frame_velocities, potential, kinetic = [], [], [], []
         n_steps = n_equilibration + n_frames * stride
@@ -335,7 +475,7 @@ class CudaSampler:
             step = np.uint64(state.step + k)
             half_step[R, threads](pos, vel, frc, invm, thermo, seeds, step, *tail, np.int32(1))
             cuda.synchronize()   # the kernel has finished before JAX reads the positions
-            energies, frc, failure = forces_of(pos, state.box, k, failure)
+            energies, frc, failure = self._jax_forces(pos, state.box, k, failure)
             half_step[R, threads](pos, vel, frc, invm, thermo, seeds, step, *tail, np.int32(0))
             cuda.synchronize()
             produced = k + 1 - n_equilibration
@@ -373,187 +513,6 @@ class CudaSampler:
             return
         r = int(failed[np.argmin(failure[failed, 0])])
         step, particle = state.step + int(failure[r, 0]), int(failure[r, 1])
-        error = md.SimulationError(
-            f"replica {r}: trajectory blew up at step {step}: particle {particle} has a non-finite position or "
-            f"force (JAX forces); {failed.size} of {self.replicas} replicas failed; the state is left as it was "
-            f"before the run (position {state.positions[r, particle].tolist()} then)", step, particle)
-        error.replica = r
-        error.failed_replicas = failed.tolist()
-        raise error
-
-    def _step_limit(self, state):
-        if self.max_step_displacement is not None:
-            return float(self.max_step_displacement)
-        return self.skin if self.list_cutoff > 0 else 0.1 * float(np.min(state.box))
-
-    def engine(self, dim, mode, threads):
-        pairs = tuple(t.function for t in self.force_field.pair_terms)
-        systems = () if self.jax_model is not None else tuple(   # JAX forces: the engine only integrates
-            (t.function, gpu.system_term_kind(t.function, getattr(t, "per_particle", False)))
-            for t in self.force_field.system_terms)
-        return gpu.get_engine(self.dtype, pairs, systems, self.integrator_kind, self._integrator_layout(), dim,
-                              threads, mode, self.list_cutoff > 0)
-
-    def _integrator_layout(self):
-        """(number of integrator params, index of the one that holds the first particle's index, or -1)."""
-        params = np.asarray(self.integrator.kernel(1, self.dtype)[2])
-        try:
-            shifted = np.asarray(self.integrator.kernel(1, self.dtype, first_particle=4)[2])
-        except TypeError:
-            return len(params), -1
-        moved = np.flatnonzero(shifted != params)
-        return len(params), int(moved[0]) if moved.size else -1
-
-    def _layout(self, n):
-        mode = self.mode
-        if mode == "auto":
-            mode = "grid" if self.replicas == 1 and n >= 8192 and not gpu.SIMULATOR else "replicas"
-        threads = self.threads or max(32, min(256, _next_power_of_two(n)))
-        return mode, threads
-
-    def _packed_terms(self):
-        dtype = self.dtype
-        pairs, systems = self.force_field.kernel_terms(dtype)
-
-        def pack(params_list):
-            width = max([len(p) for p in params_list] + [1])
-            table = np.zeros((max(len(params_list), 1), width), dtype)
-            lengths = np.zeros(max(len(params_list), 1), np.int64)
-            for s, p in enumerate(params_list):
-                table[s, :len(p)] = p
-                lengths[s] = len(p)
-            return table, lengths
-
-        pp, plen = pack([p for _, p, _ in pairs])
-        pcut2 = np.zeros(max(len(pairs), 1), dtype)
-        for s, (_, _, cutoff) in enumerate(pairs):
-            pcut2[s] = dtype(cutoff) * dtype(cutoff)
-        sp, slen = pack([p for _, p in systems])
-        return pp, plen, pcut2, sp, slen
-
-    def kernel_ptx(self, state, compute_capability=(9, 0)):
-        """PTX of the MD kernel for this sampler and state (NVVM only, no GPU needed; see kernels.cuda.ptx)."""
-        return self._launch(state, 1, 1, 1, False, ptx_for=compute_capability)
-
-    def _launch(self, state, n_equilibration, n_frames, stride, record_velocities, force_rebuild=False,
-                forces_out=None, ptx_for=None):
-        """Run the kernel until every replica finished or failed, regrowing lists that overflow.
-
-        Returns (Trajectory, status) for a run, the start-of-run sums (R, 2 + dim^2)
-        when forces_out is given (potential energy, 2 KE... see evaluate).
-        """
-        from numba import cuda
-
-        dtype = self.dtype
-        R, n, dim = state.positions.shape
-        mode, threads = self._layout(n)
-        eng = self.engine(dim, mode, threads)
-        first, second, iparams = self.integrator.kernel(state.dof, dtype)
-        pp, plen, pcut2, sp, slen = self._packed_terms()
-        list_cutoff = dtype(self.list_cutoff)
-        if self.list_cutoff > 0 and dim == 3:
-            ncell = np.floor(state.box.astype(np.float64) / float(list_cutoff)).astype(np.int64)
-        else:
-            ncell = np.zeros((R, 3), np.int64)
-        cells_used = np.all(ncell >= 3, axis=1)
-        total_cells = int(max([np.prod(ncell[r]) for r in range(R) if cells_used[r]] + [1]))
-        state.cell_capacity = max(int(state.cell_capacity), 1)
-        limit = self._step_limit(state)
-        F = max(n_frames, 1)
-        thermostat = state.thermostat if state.thermostat.shape[1] else np.zeros((R, 1), dtype)
-        to = cuda.to_device if ptx_for is None else (lambda a: a)
-        d = dict(
-            pos=to(state.positions), vel=to(state.velocities), frc=to(np.zeros_like(state.positions)),
-            invm=to((1.0 / state.masses).astype(dtype)), box=to(state.box), thermo=to(thermostat),
-            seeds=to(state.seeds.astype(np.uint64)), iparams=to(np.asarray(iparams, dtype)),
-            pp=to(pp), plen=to(plen), pcut2=to(pcut2), sp=to(sp), slen=to(slen),
-            nbr=to(state.nbr_idx), cnt=to(state.nbr_count), ref=to(state.reference_positions),
-            prev=to(state.positions), cellc=to(np.zeros((R, total_cells), np.int32)),
-            cellm=to(np.zeros((R, total_cells, state.cell_capacity), np.int32)), ncell=to(ncell),
-            fpos=to(np.zeros((R, F, n, dim), dtype)),
-            fvel=to(np.zeros((R, F if record_velocities else 1, n, dim), dtype)),
-            fpot=to(np.zeros((R, F), dtype)), fkin=to(np.zeros((R, F), dtype)),
-            fvir=to(np.zeros((R, F, dim, dim), dtype)),
-            progress=to(np.zeros(R, np.int64)), resume=to(np.zeros(R, np.int32)),
-            rebuilds=to(np.zeros(R, np.int64)), start_out=to(np.zeros((R, eng.n_reduce), dtype)))
-        rebuild_flags = np.full(R, int(force_rebuild), np.int32)
-        status = np.zeros((R, gpu.N_STATUS), np.int64)
-        status[:, gpu.ST_PARTICLE] = n
-        scalars_zero = np.zeros((R, gpu.N_SCALARS), dtype)
-        flags_zero = np.zeros((R, gpu.N_FLAGS), np.int32)
-        scalar = dict(step0=np.uint64(state.step), dt=dtype(self.integrator.dt),
-                      list_cut2=list_cutoff * list_cutoff, half_skin_sq=dtype(0.25 * self.skin * self.skin),
-                      max_step_sq=dtype(limit) * dtype(limit))
-
-        def arguments(d_status, partials):
-            return (d["pos"], d["vel"], d["frc"], d["invm"], d["box"], d["thermo"], d["seeds"], scalar["step0"],
-                    d["iparams"], scalar["dt"], d["pp"], d["plen"], d["pcut2"], d["sp"], d["slen"],
-                    d["nbr"], d["cnt"], d["ref"], d["prev"], d["cellc"], d["cellm"], d["ncell"],
-                    scalar["list_cut2"], scalar["half_skin_sq"], scalar["max_step_sq"],
-                    np.int64(n_equilibration), np.int64(n_frames), np.int64(stride), np.int32(record_velocities),
-                    d["fpos"], d["fvel"], d["fpot"], d["fkin"], d["fvir"],
-                    d["progress"], d["resume"], to(rebuild_flags), d_status, to(flags_zero), partials,
-                    to(scalars_zero), d["rebuilds"], d["start_out"])
-
-        blocks = R
-        if mode == "grid":
-            wanted = max(1, -(-n // threads))
-            if gpu.SIMULATOR or ptx_for is not None:   # the simulator runs blocks one after another
-                blocks = 1
-            else:
-                probe = arguments(to(status), to(np.zeros((R, 1, eng.n_reduce), dtype)))
-                blocks = max(1, min(wanted, eng.max_cooperative_blocks(probe, threads)))
-        partials = to(np.zeros((R, blocks if mode == "grid" else 1, eng.n_reduce), dtype))
-        if ptx_for is not None:
-            from numba import typeof
-            argument_types = tuple(typeof(a) for a in arguments(status, partials))
-            return cuda.compile_ptx(eng.kernel.py_func, argument_types, cc=tuple(ptx_for))[0]
-        self.relaunches = 0
-        for attempt in range(MAX_RELAUNCHES):
-            self.relaunches = attempt
-            d_status = to(status)
-            eng.kernel[blocks, threads](*arguments(d_status, partials))
-            cuda.synchronize()
-            status = d_status.copy_to_host()
-            overflow = status[:, gpu.ST_CODE] == gpu.STATUS_OVERFLOW
-            if not overflow.any():
-                break
-            need_nbr = int(status[overflow, gpu.ST_NEED_NBR].max())
-            need_cell = int(status[overflow, gpu.ST_NEED_CELL].max())
-            progress = d["progress"].copy_to_host()
-            n_steps = n_equilibration + n_frames * stride
-            rebuild_flags[~overflow & (progress >= n_steps)] = 0
-            if need_nbr > d["nbr"].shape[2]:
-                old = d["nbr"].copy_to_host()
-                grown = np.zeros((R, n, need_nbr + need_nbr // 4 + 1), np.int32)
-                grown[:, :, :old.shape[2]] = old
-                d["nbr"] = to(grown)
-            if need_cell > state.cell_capacity:
-                state.cell_capacity = need_cell + need_cell // 4 + 1
-                d["cellm"] = to(np.zeros((R, total_cells, state.cell_capacity), np.int32))
-            status[overflow, gpu.ST_CODE] = gpu.STATUS_OK
-            status[overflow, gpu.ST_NEED_NBR] = 0
-            status[overflow, gpu.ST_NEED_CELL] = 0
-        else:
-            raise RuntimeError(f"neighbour lists still overflow after {MAX_RELAUNCHES} regrowths")
-        state.positions[...] = d["pos"].copy_to_host()
-        state.velocities[...] = d["vel"].copy_to_host()
-        if state.thermostat.shape[1]:
-            state.thermostat[...] = d["thermo"].copy_to_host()
-        state.nbr_idx = d["nbr"].copy_to_host()
-        state.nbr_count = d["cnt"].copy_to_host()
-        state.reference_positions = d["ref"].copy_to_host()
-        if forces_out is not None:
-            forces_out[...] = d["frc"].copy_to_host()
-            start = d["start_out"].copy_to_host()
-            start[:, 1] *= 0.5
-            return start
-        if n_frames == 0 and n_equilibration == 0 and not record_velocities and force_rebuild:
-            return None, status
-        frames = md.Trajectory(d["fpos"].copy_to_host()[:, :n_frames],
-                               d["fvel"].copy_to_host()[:, :n_frames] if record_velocities
-                               else np.empty((R, 0, n, dim), dtype),
-                               d["fpot"].copy_to_host()[:, :n_frames], d["fkin"].copy_to_host()[:, :n_frames],
-                               d["fvir"].copy_to_host()[:, :n_frames], state.box.copy(),
-                               d["rebuilds"].copy_to_host())
-        return frames, status
+        raise self._blow_up(step, particle, "has a non-finite position or force (JAX forces)",
+                            state.positions[r, particle].tolist(), r, failed.tolist(),
+                            note="; the state is left as it was before the run (the position is the one then)")

@@ -3,6 +3,11 @@
 System-term signature: ``fn(params, positions, box, nbr_idx, nbr_count, forces, virial) -> energy``
 with a full neighbour list; the function adds its forces and its virial
 W_ab = sum over bond vectors d of (-dU/dd_a) d_b (docs/DESIGN.md).
+
+Stillinger-Weber's physics is written once (`sw_bond`, `sw_two_body`, `sw_three_body`) and
+evaluated two ways: `stillinger_weber`, the CPU kernel, scatters over centre atoms;
+`stillinger_weber_on_atom` gathers the force on one atom, which is what a GPU thread computes
+(the CUDA engine compiles it through `difftre.kernels.cuda.port`; keep its signature).
 """
 import numpy as np
 from numba import prange
@@ -10,17 +15,22 @@ from numba import prange
 from difftre.kernels import parallel
 from difftre.kernels.jit import kernel
 from difftre.kernels.parallel import ENABLED as _PARALLEL
-from difftre.kernels.space import minimum_image
+from difftre.kernels.space import displacement, minimum_image
 
 SW_SILICON = dict(A=7.049556277, B=0.6022245584, p=4.0, q=0.0, a=1.8, lam=21.0, gamma=1.2, cos_theta0=-1.0 / 3.0)
 
 
-def stillinger_weber_params(epsilon, sigma, A=7.049556277, B=0.6022245584, p=4.0, q=0.0, a=1.8,
-                            lam=21.0, gamma=1.2, cos_theta0=-1.0 / 3.0, dtype=np.float64):
-    """Packed SW parameters (epsilon in kJ/mol, sigma in nm); the cut-off is a * sigma."""
+def stillinger_weber_params(epsilon, sigma, A, B, p, q, a, lam, gamma, cos_theta0, dtype=np.float64):
+    """SW parameters packed in this order (epsilon in kJ/mol, sigma in nm, the rest dimensionless)."""
     if epsilon <= 0 or sigma <= 0 or a <= 0:
         raise ValueError(f"Stillinger-Weber needs epsilon, sigma, a > 0, got {epsilon}, {sigma}, {a}")
     return np.array([epsilon, sigma, A, B, p, q, a, lam, gamma, cos_theta0], dtype=dtype)
+
+
+@kernel(inline="always")
+def stillinger_weber_cutoff(params):
+    """The cut-off a * sigma (nm) of packed SW parameters."""
+    return params[6] * params[1]
 
 
 # fast-math flags of the many-body loops; never 'nnan' / 'ninf' / 'fast' (non-finite values must survive)
@@ -51,6 +61,68 @@ def _power(x, exponent, integer):
     return result
 
 
+# ---------------------------------------------------------------------------- the physics, once
+# The CPU kernel (a scatter over centre atoms) and the CUDA engine (a gather per atom,
+# `stillinger_weber_on_atom`, ported by difftre.kernels.cuda.port) both evaluate SW through
+# these three functions.
+
+@kernel(inline="always")
+def sw_constants(params):
+    """What the SW terms use, from packed params, computed once per call:
+    (sigma, cut-off a sigma, A epsilon, B, p, q, p and q as integer exponents (-1: not integer),
+    lam epsilon, gamma sigma, cos_theta0)."""
+    eps, sig = params[0], params[1]
+    p, q = params[4], params[5]
+    return (sig, stillinger_weber_cutoff(params), params[2] * eps, params[3], p, q, _integer_exponent(p),
+            _integer_exponent(q), params[7] * eps, params[8] * sig, params[9])
+
+
+@kernel(inline="always")
+def sw_bond(r2, constants):
+    """One bond of squared length r2 < cut-off^2 (nm^2): (1/r, 1/(r - a sigma), exp(gamma sigma / (r - a sigma)),
+    the r-derivative of that exponential divided by r)."""
+    sig, rc, a_eps, B, p, q, p_int, q_int, lam_eps, gam_sig, cos0 = constants
+    r = np.sqrt(r2)
+    inv_r = 1.0 / r
+    inv_gap = 1.0 / (r - rc)
+    e = np.exp(gam_sig * inv_gap)
+    return inv_r, inv_gap, e, -gam_sig * inv_gap * inv_gap * e * inv_r
+
+
+@kernel(inline="always")
+def sw_two_body(inv_r, inv_gap, constants):
+    """(phi2, (dphi2/dr) / r) of a bond (from sw_bond): phi2 = A eps (B (s/r)^p - (s/r)^q) exp(s / (r - a s))."""
+    sig, rc, a_eps, B, p, q, p_int, q_int, lam_eps, gam_sig, cos0 = constants
+    sr = sig * inv_r
+    srp = _power(sr, p, p_int)
+    srq = _power(sr, q, q_int)
+    e2 = np.exp(sig * inv_gap)
+    radial = B * srp - srq
+    du_dr = a_eps * e2 * ((q * srq - p * B * srp) * inv_r - radial * sig * inv_gap * inv_gap)
+    return a_eps * radial * e2, du_dr * inv_r
+
+
+@kernel(inline="always")
+def sw_three_body(d1x, d1y, d1z, inv_r1, e1, de1, d2x, d2y, d2z, inv_r2, e2, de2, constants):
+    """phi3 = lam eps (cos theta - cos0)^2 e1 e2 of the bonds d1, d2 (vectors from the centre atom, with
+    their sw_bond values) and its gradients: (u, dU/dd1 (3 components), dU/dd2 (3 components))."""
+    sig, rc, a_eps, B, p, q, p_int, q_int, lam_eps, gam_sig, cos0 = constants
+    inv_r1r2 = inv_r1 * inv_r2
+    cos_t = (d1x * d2x + d1y * d2y + d1z * d2z) * inv_r1r2
+    delta = cos_t - cos0
+    radial = e1 * e2
+    lam_delta = lam_eps * delta
+    ang = 2.0 * lam_delta * radial            # dU/dcos
+    c1 = ang * cos_t * inv_r1 * inv_r1 - lam_delta * delta * de1 * e2
+    c2 = ang * cos_t * inv_r2 * inv_r2 - lam_delta * delta * e1 * de2
+    a12 = ang * inv_r1r2
+    # dU/dd1 = a12 d2 - c1 d1, dU/dd2 = a12 d1 - c2 d2
+    return (lam_delta * delta * radial, a12 * d2x - c1 * d1x, a12 * d2y - c1 * d1y, a12 * d2z - c1 * d1z,
+            a12 * d1x - c2 * d2x, a12 * d1y - c2 * d2y, a12 * d1z - c2 * d2z)
+
+
+# ---------------------------------------------------------------------------- CPU: scatter over centre atoms
+
 @kernel(fastmath=FASTMATH)
 def _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, first, last, forces, w):
     """The SW terms centred on atoms first..last-1: adds forces, w[c, d] += virial; returns the energy.
@@ -59,12 +131,9 @@ def _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, first, l
     bonds with j > i and the three-body terms of every bond pair accumulate the gradient
     G_b = dU/dd_b per bond; then the force on j_b is -G_b, on i +sum_b G_b, and W -= G_b (x) d_b.
     """
-    eps, sig, A, B, p, q, a, lam, gam, cos0 = (params[0], params[1], params[2], params[3], params[4],
-                                               params[5], params[6], params[7], params[8], params[9])
-    rc = a * sig
+    constants = sw_constants(params)
+    rc = constants[1]
     rc2 = rc * rc
-    p_int = _integer_exponent(p)
-    q_int = _integer_exponent(q)
     lx, ly, lz = box[0], box[1], box[2]
     ix, iy, iz = 1.0 / lx, 1.0 / ly, 1.0 / lz
     cap = nbr_idx.shape[1]
@@ -84,9 +153,6 @@ def _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, first, l
     gy = np.empty(cap, dtype)
     gz = np.empty(cap, dtype)
     zero = 0.0
-    lam_eps = lam * eps
-    a_eps = A * eps
-    gam_sig = gam * sig
     energy = zero
     w_xx = w_xy = w_xz = w_yx = w_yy = w_yz = w_zx = w_zy = w_zz = zero
     for i in range(first, last):
@@ -106,23 +172,14 @@ def _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, first, l
             nb += not r2 >= rc2          # a NaN distance stays in (and shows up in the energy)
         e_i = zero
         for b in range(nb):
-            r = np.sqrt(b_r2[b])
-            inv_r = 1.0 / r
-            inv_gap = 1.0 / (r - rc)
-            e = np.exp(gam_sig * inv_gap)
+            inv_r, inv_gap, e, de = sw_bond(b_r2[b], constants)
             b_inv_r[b] = inv_r
             b_exp[b] = e
-            b_dexp[b] = -gam_sig * inv_gap * inv_gap * e * inv_r
+            b_dexp[b] = de
             g = zero
             if b_j[b] > i:   # two-body term, once per pair
-                sr = sig * inv_r
-                srp = _power(sr, p, p_int)
-                srq = _power(sr, q, q_int)
-                e2 = np.exp(sig * inv_gap)
-                radial = B * srp - srq
-                e_i += a_eps * radial * e2
-                du_dr = a_eps * e2 * ((q * srq - p * B * srp) * inv_r - radial * sig * inv_gap * inv_gap)
-                g = du_dr * inv_r
+                u2, g = sw_two_body(inv_r, inv_gap, constants)
+                e_i += u2
             gx[b] = g * bx[b]
             gy[b] = g * by[b]
             gz[b] = g * bz[b]
@@ -131,31 +188,18 @@ def _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, first, l
             inv_r1 = b_inv_r[b1]
             e1 = b_exp[b1]
             de1 = b_dexp[b1]
-            inv_r1_sq = inv_r1 * inv_r1
             g1x = g1y = g1z = zero
             for b2 in range(b1 + 1, nb):
-                d2x, d2y, d2z = bx[b2], by[b2], bz[b2]
-                inv_r2 = b_inv_r[b2]
-                e2 = b_exp[b2]
-                inv_r1r2 = inv_r1 * inv_r2
-                cos_t = (d1x * d2x + d1y * d2y + d1z * d2z) * inv_r1r2
-                delta = cos_t - cos0
-                radial = e1 * e2
-                lam_delta = lam_eps * delta
-                e_i += lam_delta * delta * radial
-                ang = 2.0 * lam_delta * radial            # dU/dcos
-                rad1 = lam_delta * delta * de1 * e2
-                rad2 = lam_delta * delta * e1 * b_dexp[b2]
-                c1 = ang * cos_t * inv_r1_sq - rad1
-                c2 = ang * cos_t * inv_r2 * inv_r2 - rad2
-                a12 = ang * inv_r1r2
-                # dU/dd1 = a12 d2 - c1 d1, dU/dd2 = a12 d1 - c2 d2
-                g1x += a12 * d2x - c1 * d1x
-                g1y += a12 * d2y - c1 * d1y
-                g1z += a12 * d2z - c1 * d1z
-                gx[b2] += a12 * d1x - c2 * d2x
-                gy[b2] += a12 * d1y - c2 * d2y
-                gz[b2] += a12 * d1z - c2 * d2z
+                u3, h1x, h1y, h1z, h2x, h2y, h2z = sw_three_body(d1x, d1y, d1z, inv_r1, e1, de1, bx[b2], by[b2],
+                                                                 bz[b2], b_inv_r[b2], b_exp[b2], b_dexp[b2],
+                                                                 constants)
+                e_i += u3
+                g1x += h1x
+                g1y += h1y
+                g1z += h1z
+                gx[b2] += h2x
+                gy[b2] += h2y
+                gz[b2] += h2z
             gx[b1] += g1x
             gy[b1] += g1y
             gz[b1] += g1z
@@ -243,3 +287,74 @@ def stillinger_weber(params, positions, box, nbr_idx, nbr_count, forces, virial)
         if chunks > 1:
             return _stillinger_weber_parallel(params, positions, box, nbr_idx, nbr_count, chunks, forces, virial)
     return _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, 0, n, forces, virial)
+
+
+# ---------------------------------------------------------------------------- GPU: gather per atom
+
+@kernel(inline="always")
+def _add_outer(virial, scale, ax, ay, az, bx, by, bz):
+    """virial += scale * a (x) b (3-D)."""
+    virial[0, 0] += scale * ax * bx
+    virial[0, 1] += scale * ax * by
+    virial[0, 2] += scale * ax * bz
+    virial[1, 0] += scale * ay * bx
+    virial[1, 1] += scale * ay * by
+    virial[1, 2] += scale * ay * bz
+    virial[2, 0] += scale * az * bx
+    virial[2, 1] += scale * az * by
+    virial[2, 2] += scale * az * bz
+
+
+@kernel
+def stillinger_weber_on_atom(i, positions, box, inv_box, nbr_idx, nbr_count, params, force, virial):
+    """SW force on atom i alone, added to force (3,) kJ/mol/nm, from the terms it belongs to (full list);
+    adds its share of the virial (kJ/mol) and returns its share of the energy (kJ/mol): a triplet's
+    to its centre atom, half a pair's to each atom. Summed over all atoms: `stillinger_weber`."""
+    constants = sw_constants(params)
+    rc = constants[1]
+    rc2 = rc * rc
+    e = fx = fy = fz = 0.0
+    for jj in range(nbr_count[i]):
+        j = nbr_idx[i, jj]
+        dx, dy, dz, r2 = displacement(positions, i, j, box, inv_box)   # bond i -> j
+        if r2 >= rc2:
+            continue
+        inv_r, inv_gap, e1, de1 = sw_bond(r2, constants)
+        u2, g = sw_two_body(inv_r, inv_gap, constants)
+        e += 0.5 * u2
+        fx += g * dx
+        fy += g * dy
+        fz += g * dz
+        _add_outer(virial, -0.5 * g, dx, dy, dz, dx, dy, dz)
+        # triplets centred on i: bonds (j, k), k after j in i's row
+        for kk in range(jj + 1, nbr_count[i]):
+            ex, ey, ez, rk2 = displacement(positions, i, nbr_idx[i, kk], box, inv_box)
+            if rk2 >= rc2:
+                continue
+            inv_rk, _, e2, de2 = sw_bond(rk2, constants)
+            u3, g1x, g1y, g1z, g2x, g2y, g2z = sw_three_body(dx, dy, dz, inv_r, e1, de1, ex, ey, ez, inv_rk, e2,
+                                                             de2, constants)
+            e += u3
+            fx += g1x + g2x
+            fy += g1y + g2y
+            fz += g1z + g2z
+            _add_outer(virial, -1.0, g1x, g1y, g1z, dx, dy, dz)
+            _add_outer(virial, -1.0, g2x, g2y, g2z, ex, ey, ez)
+        # triplets centred on j with i as one bond (j -> i is -d): i moves bond 1
+        for kk in range(nbr_count[j]):
+            k = nbr_idx[j, kk]
+            if k == i:
+                continue
+            ex, ey, ez, rk2 = displacement(positions, j, k, box, inv_box)
+            if rk2 >= rc2:
+                continue
+            inv_rk, _, e2, de2 = sw_bond(rk2, constants)
+            u3, g1x, g1y, g1z, g2x, g2y, g2z = sw_three_body(-dx, -dy, -dz, inv_r, e1, de1, ex, ey, ez, inv_rk, e2,
+                                                             de2, constants)
+            fx -= g1x
+            fy -= g1y
+            fz -= g1z
+    force[0] += fx
+    force[1] += fy
+    force[2] += fz
+    return e

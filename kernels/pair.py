@@ -44,7 +44,7 @@ def lennard_jones_shifted(r2, params):
 
 
 @kernel(inline="always")
-def repulsive_power(r2, params):
+def repulsive(r2, params):
     """U = eps (s/r)^n, the water prior; params = [eps, sigma, n]."""
     u = params[0] * (params[1] * params[1] / r2) ** (0.5 * params[2])
     return u, params[2] * u / r2

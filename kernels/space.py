@@ -16,6 +16,15 @@ def minimum_image(d, length, inv_length):
 
 
 @kernel(inline="always")
+def displacement(positions, i, j, box, inv_box):
+    """(dx, dy, dz, squared length) of the minimum image of r_j - r_i (3-D; nm, nm^2)."""
+    dx = minimum_image(positions[j, 0] - positions[i, 0], box[0], inv_box[0])
+    dy = minimum_image(positions[j, 1] - positions[i, 1], box[1], inv_box[1])
+    dz = minimum_image(positions[j, 2] - positions[i, 2], box[2], inv_box[2])
+    return dx, dy, dz, dx * dx + dy * dy + dz * dz
+
+
+@kernel(inline="always")
 def wrap(x, length):
     """Coordinate x wrapped into [0, length)."""
     return x - length * np.floor(x / length)

@@ -101,7 +101,8 @@ if not RUN_ENGINE_TESTS:
         from difftre import md
         from difftre.kernels import external, integrators, pair, space
         import numba
-        from difftre.kernels.cuda import manybody, ptx
+        from difftre.kernels import manybody
+        from difftre.kernels.cuda import ptx
 
         def f64(text):
             return [l.strip() for l in text.splitlines()
@@ -109,10 +110,11 @@ if not RUN_ENGINE_TESTS:
 
         # float32 physics: not one float64 instruction
         scalar = (float32, float32[:])
-        cases = {pair.lennard_jones: scalar, pair.lennard_jones_shifted: scalar, pair.repulsive_power: scalar,
+        cases = {pair.lennard_jones: scalar, pair.lennard_jones_shifted: scalar, pair.repulsive: scalar,
                  space.minimum_image: (float32, float32, float32), space.wrap: (float32, float32),
-                 manybody.sw_two_body: scalar, manybody.sw_bond_factor: scalar,
-                 manybody.sw_three_body: (float32,) * 12 + (float32[:],),
+                 manybody.stillinger_weber_on_atom: (numba.int64, float32[:, :], float32[:], float32[:],
+                                                     numba.int32[:, :], numba.int32[:], float32[:], float32[:],
+                                                     float32[:, :]),
                  external.harmonic: (float32[:], float32[:, :], float32[:], numba.int32[:, :], numba.int32[:],
                                      float32[:, :], float32[:, :]),
                  integrators.verlet_first_half: (float32[:, :],) * 3 + (float32[:], float32, float32[:], float32[:],
@@ -362,7 +364,7 @@ if RUN_ENGINE_TESTS:
         state = gpu.init_state(positions, box, 12.0, seed=5, kT=5.0)
         cpu = md.Sampler(ff, integrator, skin=0.05)
         cpu_state = cpu.init_state(positions[0], box, 12.0, seed=5, velocities=state.velocities[0])
-        params = integrator.kernel(state.dof, np.float64)[2]
+        params = integrator.params(state.dof, np.float64)
         conserved, mechanical = [], []
         for segment in range(6):
             trajectory, state = gpu.run(state, 0, 1, 5)

@@ -1,12 +1,11 @@
 """Each JAX prior (models/) equals its Numba kernel (kernels/): energies and forces to 1e-10 relative,
 float64, random configurations; exported spline tables drive the kernels to the JAX energy.
 
-Table-driven: a prior's record holds its JAX factory, its Numba factory and ONE set of named
-parameters; both sides are built from the same values passed in the same (positional) order, with the
-same keyword constants, so the two argument orders cannot diverge again; the JAX factory's leading
-parameter names are the record's names. The Numba term's cut-off sizes the neighbour list handed to JAX.
+Driven by the potential records (difftre.potentials.RECORDS): every record is checked, with ONE set of
+named parameters per case here; both sides are built by the record from the same values (positional
+parameters in the record's order, its constants by name), and both factories' leading parameter names
+are the record's. The Numba term's cut-off sizes the neighbour list handed to JAX.
 """
-import functools
 import inspect
 
 import jax
@@ -15,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import diamond_lattice, lattice_positions
-from difftre import md
-from difftre.models import pair_spline, priors, spline
+from difftre import md, potentials
+from difftre.models import pair_spline, spline
 from difftre.models.state import State
 from test_kernels_forces import evaluate
 
@@ -42,21 +41,28 @@ def unwrapped(dim):
 LJ = dict(epsilon=1.2, sigma=0.3, cutoff=0.9)
 SW = dict(epsilon=200.0, sigma=0.14)            # the paper's diamond prior
 
-# name: (JAX factory, Numba factory, named parameters (positional on both sides), keyword constants, configuration)
-PRIORS = {
-    "lennard_jones": (priors.lennard_jones, md.lennard_jones, LJ, {}, liquid),
-    "lennard_jones_shifted": (functools.partial(priors.lennard_jones, shift=True),
-                              functools.partial(md.lennard_jones, shifted=True), LJ, {}, liquid),
-    "repulsive": (priors.repulsive, md.repulsive, dict(epsilon=1.0, sigma=0.3165, cutoff=0.9), {}, liquid),
-    "repulsive_6": (priors.repulsive, md.repulsive, dict(epsilon=2.0, sigma=0.3, cutoff=0.9, exponent=6), {},
-                    liquid),
-    "stillinger_weber": (priors.stillinger_weber, md.stillinger_weber, SW, {}, diamond),
-    "stillinger_weber_constants": (priors.stillinger_weber, md.stillinger_weber, SW,
-                                   dict(A=6.5, B=0.7, a=1.9, lam=25.0, gamma=1.1, cos_theta0=-0.3), diamond),
-    "harmonic_1d": (priors.harmonic_external, md.harmonic, dict(k=150.0, center=[0.45]), {}, unwrapped(1)),
-    "harmonic_3d": (priors.harmonic_external, md.harmonic, dict(k=150.0, center=[0.4, 0.55, 0.6]), {},
-                    unwrapped(3)),
+# case: (record name, named parameters and constants, configuration); every record has a case
+CASES = {
+    "lennard_jones": ("lennard_jones", LJ, liquid),
+    "lennard_jones_shifted": ("lennard_jones_shifted", LJ, liquid),
+    "repulsive": ("repulsive", dict(epsilon=1.0, sigma=0.3165, cutoff=0.9), liquid),
+    "repulsive_6": ("repulsive", dict(epsilon=2.0, sigma=0.3, cutoff=0.9, exponent=6), liquid),
+    "stillinger_weber": ("stillinger_weber", SW, diamond),
+    "stillinger_weber_constants": ("stillinger_weber", dict(SW, A=6.5, B=0.7, a=1.9, lam=25.0, gamma=1.1,
+                                                            cos_theta0=-0.3), diamond),
+    "harmonic_1d": ("harmonic", dict(k=150.0, center=[0.45]), unwrapped(1)),
+    "harmonic_3d": ("harmonic", dict(k=150.0, center=[0.4, 0.55, 0.6]), unwrapped(3)),
 }
+
+
+def test_every_record_has_a_case_and_one_name():
+    assert {record for record, _, _ in CASES.values()} == set(potentials.RECORDS)
+    for name, record in potentials.RECORDS.items():
+        assert record.name == name
+        numba_factory = md.lennard_jones if name == "lennard_jones_shifted" else getattr(md, name)   # shifted=True
+        assert list(inspect.signature(numba_factory).parameters)[:len(record.parameters)] == list(record.parameters)
+        assert list(inspect.signature(record.jax_factory()).parameters)[:len(record.parameters)] == \
+            list(record.parameters)
 
 
 def pair_spline_model():
@@ -88,13 +94,14 @@ def assert_parity(energy_fn, params, term, positions, box):
     np.testing.assert_allclose(-np.asarray(grad), numba_forces, rtol=1e-10, atol=atol)
 
 
-@pytest.mark.parametrize("name", PRIORS)
+@pytest.mark.parametrize("name", CASES)
 def test_jax_prior_equals_numba_kernel(name, rng):
-    jax_factory, numba_factory, named, constants, configuration = PRIORS[name]
-    jax_parameters = list(inspect.signature(jax_factory).parameters)
-    assert jax_parameters[:len(named)] == list(named)
-    energy_fn = jax_factory(*named.values(), dtype=F64, **constants)
-    assert_parity(energy_fn, None, numba_factory(*named.values(), **constants), *configuration(rng))
+    record_name, named, configuration = CASES[name]
+    record = potentials.RECORDS[record_name]
+    leading = [named[p] for p in record.parameters]
+    constants = {k: v for k, v in named.items() if k not in record.parameters}
+    energy_fn = record.jax_energy(*leading, dtype=F64, **constants)
+    assert_parity(energy_fn, None, record.numba_term(*leading, **constants), *configuration(rng))
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -3,11 +3,10 @@
 - `port`: the CPU engine's Numba functions recompiled as CUDA device functions
   from their own source (numpy scalar ufuncs mapped to the CUDA target, float
   literals typed float32 in float32 mode);
-- `manybody`: Stillinger-Weber per-bond / per-triplet terms for a per-atom GPU evaluation;
 - `engine`: the MD kernel (whole trajectory segments of R replicas in one launch,
   or one large system over a cooperative grid), built per force field and integrator;
 - `ptx`: compile the kernels to PTX without a GPU (verification only).
 
-The Python front end is `difftre.md_cuda.CudaSampler`. Importing this package
+The Python front ends are `difftre.md_cuda.CudaSampler` and `HostSteppedSampler`. Importing this package
 does not import numba.cuda; the submodules do.
 """

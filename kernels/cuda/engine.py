@@ -30,7 +30,8 @@ the replica resumes with the rebuild of the same step.
 
 The physics comes from the CPU engine's functions via
 `difftre.kernels.cuda.port` (pair functions, spline tables, minimum image, the
-neighbour test, cell index, integrator halves, Philox, the Nose-Hoover chain);
+neighbour test, cell index, integrator halves, Philox, the Nose-Hoover chain,
+Stillinger-Weber's per-atom gather `manybody.stillinger_weber_on_atom`);
 what the GPU adds is the per-particle organisation.
 """
 import linecache
@@ -40,7 +41,6 @@ import numpy as np
 from numba import cuda
 
 from difftre.kernels import external, integrators, manybody, neighbors, random, space
-from difftre.kernels.cuda import manybody as cuda_manybody
 from difftre.kernels.cuda.port import SIMULATOR, cuda_numpy, device_function, rebuild
 
 STATUS_OK = 0
@@ -57,12 +57,6 @@ N_FLAGS = 5
 # scalars columns (dtype): largest displacement of a blow-up, Nose-Hoover velocity scale
 SC_DMAX, SC_SCALE = 0, 1
 N_SCALARS = 2
-
-INTEGRATORS = {
-    (integrators.verlet_first_half, integrators.verlet_second_half): "verlet",
-    (integrators.baoab_first_half, integrators.baoab_second_half): "langevin",
-    (integrators.nose_hoover_first_half, integrators.nose_hoover_second_half): "nose_hoover",
-}
 
 # system terms the GPU knows: per-particle (one-body) functions are called on a
 # one-particle slice; Stillinger-Weber has a per-atom (gather) version.
@@ -154,30 +148,8 @@ def group_total(partials, q):
 
 # --- forces
 
-def add_outer(w2, s, ax, ay, az, bx, by, bz):
-    """w2 += s * a (x) b (3-D)."""
-    w2[0, 0] += s * ax * bx
-    w2[0, 1] += s * ax * by
-    w2[0, 2] += s * ax * bz
-    w2[1, 0] += s * ay * bx
-    w2[1, 1] += s * ay * by
-    w2[1, 2] += s * ay * bz
-    w2[2, 0] += s * az * bx
-    w2[2, 1] += s * az * by
-    w2[2, 2] += s * az * bz
-
-
 def pair_sum_on(i, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, f2, w2):
     """Pair forces on particle i from its full neighbour row; returns its half of the pair energies."""
-    xi = pos[i, 0]
-    yi = pos[i, 1]
-    zi = pos[i, 2]
-    lx = box[0]
-    ly = box[1]
-    lz = box[2]
-    ix = inv_box[0]
-    iy = inv_box[1]
-    iz = inv_box[2]
     e = 0.0
     fx = 0.0
     fy = 0.0
@@ -190,10 +162,7 @@ def pair_sum_on(i, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, f2, w2):
     wyz = 0.0
     for jj in range(cnt[i]):
         j = nbr[i, jj]
-        dx = minimum_image(xi - pos[j, 0], lx, ix)
-        dy = minimum_image(yi - pos[j, 1], ly, iy)
-        dz = minimum_image(zi - pos[j, 2], lz, iz)
-        r2 = dx * dx + dy * dy + dz * dz
+        dx, dy, dz, r2 = displacement(pos, j, i, box, inv_box)   # r_i - r_j
         u, g = pair_terms(r2, pp, plen, pcut2)
         e += u
         gx = g * dx
@@ -222,70 +191,6 @@ def pair_sum_on(i, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, f2, w2):
     w2[1, 2] += 0.5 * wyz
     w2[2, 1] += 0.5 * wyz
     return 0.5 * e
-
-
-def sw_on(i, pos, box, inv_box, nbr, cnt, p, f2, w2):
-    """Stillinger-Weber force on atom i (gather over the triplets it belongs to); returns its energy share.
-
-    Energy and virial of a triplet go to its centre atom, of a pair half to each atom.
-    """
-    rc = p[6] * p[1]
-    e = 0.0
-    fx = 0.0
-    fy = 0.0
-    fz = 0.0
-    for jj in range(cnt[i]):
-        j = nbr[i, jj]
-        dx = minimum_image(pos[j, 0] - pos[i, 0], box[0], inv_box[0])   # bond i -> j
-        dy = minimum_image(pos[j, 1] - pos[i, 1], box[1], inv_box[1])
-        dz = minimum_image(pos[j, 2] - pos[i, 2], box[2], inv_box[2])
-        r = np.sqrt(dx * dx + dy * dy + dz * dz)
-        if r >= rc:
-            continue
-        u2, g = sw_two_body(r, p)
-        e += 0.5 * u2
-        fx += g * dx
-        fy += g * dy
-        fz += g * dz
-        add_outer(w2, -0.5 * g, dx, dy, dz, dx, dy, dz)
-        e1, de1 = sw_bond_factor(r, p)
-        # triplets centred on i: bonds (j, k), k after j in i's row
-        for kk in range(jj + 1, cnt[i]):
-            k = nbr[i, kk]
-            ex = minimum_image(pos[k, 0] - pos[i, 0], box[0], inv_box[0])
-            ey = minimum_image(pos[k, 1] - pos[i, 1], box[1], inv_box[1])
-            ez = minimum_image(pos[k, 2] - pos[i, 2], box[2], inv_box[2])
-            rk = np.sqrt(ex * ex + ey * ey + ez * ez)
-            if rk >= rc:
-                continue
-            e2, de2 = sw_bond_factor(rk, p)
-            u3, g1x, g1y, g1z, g2x, g2y, g2z = sw_three_body(dx, dy, dz, r, e1, de1, ex, ey, ez, rk, e2, de2, p)
-            e += u3
-            fx += g1x + g2x
-            fy += g1y + g2y
-            fz += g1z + g2z
-            add_outer(w2, -1.0, g1x, g1y, g1z, dx, dy, dz)
-            add_outer(w2, -1.0, g2x, g2y, g2z, ex, ey, ez)
-        # triplets centred on j with i as one bond (j -> i is -d): i moves bond 1
-        for kk in range(cnt[j]):
-            k = nbr[j, kk]
-            if k == i:
-                continue
-            ex = minimum_image(pos[k, 0] - pos[j, 0], box[0], inv_box[0])
-            ey = minimum_image(pos[k, 1] - pos[j, 1], box[1], inv_box[1])
-            ez = minimum_image(pos[k, 2] - pos[j, 2], box[2], inv_box[2])
-            rk = np.sqrt(ex * ex + ey * ey + ez * ez)
-            if rk >= rc:
-                continue
-            e2, de2 = sw_bond_factor(rk, p)
-            u3, g1x, g1y, g1z, g2x, g2y, g2z = sw_three_body(-dx, -dy, -dz, r, e1, de1, ex, ey, ez, rk, e2, de2, p)
-            fx -= g1x
-            fy -= g1y
-            fz -= g1z
-    f2[0, 0] += fx
-    f2[0, 1] += fy
-    f2[0, 2] += fz
-    return e
 
 
 def own_forces(t, T, n, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, sp, slen, frc, f2, w2, wacc):
@@ -643,7 +548,7 @@ def half_step_launch(pos_all, vel_all, frc_all, invm_all, thermo_all, seeds, ste
                     iparams, dt, sh, partials_all[r], scalars_all[r])
 
 
-TEMPLATES = (group_reduce, group_total, add_outer, pair_sum_on, sw_on, own_forces, own_twice_kinetic, cell_of,
+TEMPLATES = (group_reduce, group_total, pair_sum_on, own_forces, own_twice_kinetic, cell_of,
              build_list, normal4_in_precision, nose_hoover_scale)
 MODE_TEMPLATES = {
     "replicas": dict(group_index=group_index_replicas, group_rank=group_rank_replicas,
@@ -693,7 +598,7 @@ def _particle_forces_source(n_pairs, system_kinds):
         lines.append("    e += pair_sum_on(i, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, f2, w2)")
     for s, kind in enumerate(system_kinds):
         if kind == "stillinger_weber":
-            lines.append(f"    e += sw_on(i, pos, box, inv_box, nbr, cnt, sp[{s}, :slen[{s}]], f2, w2)")
+            lines.append(f"    e += stillinger_weber_on_atom(i, pos, box, inv_box, nbr, cnt, sp[{s}, :slen[{s}]], f2[0], w2)")
         else:
             lines.append(f"    e += system_{s}(sp[{s}, :slen[{s}]], pos[i:i + 1], box, nbr[i:i + 1], "
                          f"cnt[i:i + 1], f2, w2)")
@@ -704,10 +609,11 @@ def _particle_forces_source(n_pairs, system_kinds):
 class Engine:
     """The compiled kernel of one (precision, force field, integrator, layout) combination."""
 
-    def __init__(self, dtype, pair_functions, system_terms, integrator, integrator_layout, dim, threads, mode,
+    def __init__(self, dtype, pair_functions, system_terms, integrator, integrator_params, dim, threads, mode,
                  uses_neighbors):
-        """system_terms: (function, kind) pairs (see system_term_kind); integrator_layout: (number of
-        integrator params, index of the param holding the first particle's index or -1)."""
+        """system_terms: (function, kind) pairs (see system_term_kind); integrator: its kind (a key of
+        INTEGRATOR_TEMPLATES, the integrator's ``kind``); integrator_params: the names of its params in
+        order (the integrator's ``PARAMS``)."""
         if threads < 1 or threads & (threads - 1):
             raise ValueError(f"threads per block must be a power of two, got {threads}")
         if mode not in MODE_TEMPLATES:
@@ -720,12 +626,12 @@ class Engine:
         self.dim, self.threads, self.mode = dim, threads, mode
         self.n_reduce = 2 + dim * dim
         device = (lambda f: f) if SIMULATOR else cuda.jit(device=True)
-        n_iparams, first_particle = integrator_layout
-        if integrator == "langevin" and first_particle < 0:
+        if integrator == "langevin" and "first_particle" not in integrator_params:
             raise ValueError("the Langevin integrator's params must carry the index of the first particle "
-                             "(difftre.md.Langevin.kernel(..., first_particle)) to key the random stream per chunk")
+                             "('first_particle') to key the random stream per chunk")
+        first_particle = list(integrator_params).index("first_particle") if integrator == "langevin" else 0
         ns = dict(cuda=cuda, math=math, np=np if SIMULATOR else cuda_numpy,
-                  GROUP=max(1, 4 // dim), N_IPARAMS=max(1, n_iparams), FIRST_PARTICLE=max(0, first_particle),
+                  GROUP=max(1, 4 // dim), N_IPARAMS=max(1, len(integrator_params)), FIRST_PARTICLE=first_particle,
                   DTYPE=dtype, CAST=dtype, DIM=dim, DIM2=dim * dim, THREADS=threads, NRED=self.n_reduce, INF=dtype(np.inf),
                   USES_NEIGHBORS=bool(uses_neighbors),
                   STATUS_OK=STATUS_OK, STATUS_NONFINITE=STATUS_NONFINITE, STATUS_DISPLACEMENT=STATUS_DISPLACEMENT,
@@ -734,15 +640,14 @@ class Engine:
                   ST_NEED_CELL=ST_NEED_CELL, FL_DISP=FL_DISP, FL_NONFINITE=FL_NONFINITE,
                   FL_OVERFLOW=FL_OVERFLOW, SC_DMAX=SC_DMAX, SC_SCALE=SC_SCALE)
         port = lambda f, **kw: device_function(f, dtype, **kw)   # noqa: E731
-        ns.update(minimum_image=port(space.minimum_image), try_add=port(neighbors._try_add),
+        ns.update(displacement=port(space.displacement), try_add=port(neighbors._try_add),
                   cell_index=port(neighbors._cell_index), twice_kinetic_energy=port(integrators.twice_kinetic_energy),
                   normal4=port(random.normal4), kick=port(integrators.kick), drift=port(integrators.drift),
                   verlet_first_half=port(integrators.verlet_first_half),
                   verlet_second_half=port(integrators.verlet_second_half),
                   baoab_second_half=port(integrators.baoab_second_half),
                   nose_hoover_chain_scale=port(integrators.nose_hoover_chain_scale),
-                  sw_two_body=port(cuda_manybody.sw_two_body), sw_bond_factor=port(cuda_manybody.sw_bond_factor),
-                  sw_three_body=port(cuda_manybody.sw_three_body))
+                  stillinger_weber_on_atom=port(manybody.stillinger_weber_on_atom))
         for s, fn in enumerate(pair_functions):
             ns[f"pair_{s}"] = port(fn)
         kinds = [kind for _, kind in system_terms]
@@ -791,10 +696,10 @@ class Engine:
 _engines = {}
 
 
-def get_engine(dtype, pair_functions, system_terms, integrator, integrator_layout, dim, threads, mode,
+def get_engine(dtype, pair_functions, system_terms, integrator, integrator_params, dim, threads, mode,
                uses_neighbors):
     """The (cached) Engine for this combination; arguments as Engine's."""
-    key = (np.dtype(dtype).type, tuple(pair_functions), tuple(system_terms), integrator, tuple(integrator_layout),
+    key = (np.dtype(dtype).type, tuple(pair_functions), tuple(system_terms), integrator, tuple(integrator_params),
            dim, threads, mode, bool(uses_neighbors))
     if key not in _engines:
         _engines[key] = Engine(*key)
