@@ -93,9 +93,27 @@ def _names_unstable_kernel(numba_types):
     return False
 
 
+def _identity_key(numba_types):
+    """The argument types with every kernel replaced by its identity string (also inside tuples)."""
+    return tuple(("kernel", t.dispatcher._uuid) if isinstance(t, types.Dispatcher)
+                 else (type(t).__name__, _identity_key(t.types)) if isinstance(t, types.BaseTuple)
+                 else t for t in numba_types)
+
+
 class _KernelCache(FunctionCache):
-    """Numba's on-disk cache, skipping signatures that name a kernel without a stable identity
-    (such an entry could never be loaded again and would only fill the cache index)."""
+    """Numba's on-disk cache, keyed on the identities of kernel arguments, not on the kernel objects.
+
+    Numba's own index key holds the kernel objects themselves; loading an index
+    whose entries name kernels of an older source would rebuild (and compile)
+    those old kernels, and saving it again fails once they are gone. Identity
+    strings are plain data: an old entry is merely never matched. Signatures
+    that name a kernel without a stable identity are neither loaded nor saved
+    (such an entry could never be loaded again and would only fill the index).
+    """
+
+    def _index_key(self, sig, codegen):
+        _, *rest = super()._index_key(sig, codegen)
+        return (_identity_key(getattr(sig, "args", sig)), *rest)
 
     def load_overload(self, sig, target_context):
         if _names_unstable_kernel(getattr(sig, "args", sig)):
