@@ -92,3 +92,26 @@ def test_the_compile_note_is_said_once_or_not_at_all(tmp_path, quiet):
     result = run_python(code, tmp_path)
     assert result.stdout.split() == ["5.0"]
     assert result.stderr.count(COMPILE_NOTE) == (0 if quiet else 1), result.stderr
+
+
+def test_a_changed_kernel_argument_is_recompiled_never_loaded_stale(tmp_path):
+    """A cached kernel taking a kernel argument: loaded when nothing changed, recompiled when the argument's
+    source changed (its identity changes; the old cache entry is never matched and never breaks the index)."""
+    (tmp_path / "user_apply.py").write_text(textwrap.dedent("""
+        from difftre.kernels.jit import kernel
+
+        @kernel
+        def apply(fn, x):
+            return fn(x)
+    """))
+    increment = tmp_path / "user_increment.py"
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import user_apply, user_increment; "
+            "print(user_apply.apply(user_increment.increment, 1.0), "
+            "sum(user_apply.apply.stats.cache_hits.values()), sum(user_apply.apply.stats.cache_misses.values()))")
+    runs = []
+    for step in (1.0, 1.0, 2.0, 2.0):
+        increment.write_text(f"from difftre.kernels.jit import kernel\n\n\n@kernel\ndef increment(x):\n"
+                             f"    return x + {step}\n")
+        runs.append(run_python(code, tmp_path).stdout.split())
+    # (result, loaded, compiled): compile, load, recompile after the edit, load
+    assert runs == [["2.0", "0", "1"], ["2.0", "1", "0"], ["3.0", "0", "1"], ["3.0", "1", "0"]]
