@@ -111,6 +111,8 @@ def build_parser():
                      help="an experiment name, or a TOML file naming one (top-level experiment = \"NAME\") whose "
                           "fields replace the defaults")
     run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--preset", default=None,
+                     help="a preset of the experiment (a partial configuration in its folder, e.g. quick)")
     run.add_argument("--config", default=None, help="TOML file with the fields to change (a partial configuration)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="change one field (a TOML value); repeatable")
@@ -134,6 +136,7 @@ def build_parser():
 def _run_experiment(args, parser):
     from difftre import runner
     from difftre.config import ConfigError
+    from difftre.io import InputFileError
 
     try:
         overrides = dict(runner.parse_override(text) for text in args.overrides)
@@ -143,8 +146,8 @@ def _run_experiment(args, parser):
                 overrides[key] = value
         summary = runner.run(args.experiment, args.out, config_file=args.config, overrides=overrides,
                              resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-                             write_trajectory=args.write_trajectory)
-    except (ConfigError, runner.RunFolderError) as error:
+                             write_trajectory=args.write_trajectory, preset=args.preset)
+    except (ConfigError, runner.RunFolderError, InputFileError) as error:
         parser.error(str(error))
     except KeyboardInterrupt:
         print(f"interrupted; {args.out}/checkpoint.npz holds the last complete update (continue with --resume)",

@@ -87,9 +87,11 @@ def parse_override(text):
         return key.strip(), value.strip()
 
 
-def resolve(experiment, config_file=None, overrides=None):
-    """(experiment name, validated configuration): the defaults, a partial file and overrides merged.
+def resolve(experiment, config_file=None, overrides=None, preset=None):
+    """(experiment name, validated configuration): the defaults, a preset, a partial file and overrides
+    merged in that order.
 
+    ``preset`` names a partial configuration ``PRESET.toml`` in the experiment's folder (``quick``).
     ``experiment`` is a name or the path of a TOML file whose top-level ``experiment`` key names
     one; such a file is the partial configuration (``config_file`` must then be None).
     """
@@ -106,7 +108,15 @@ def resolve(experiment, config_file=None, overrides=None):
         partial = configuration.read_toml(config_file)
         partial.pop("experiment", None)
     module = experiment_module(experiment)
-    config = configuration.merge(configuration.read_toml(module.DEFAULT_CONFIG), partial, str(config_file))
+    config = configuration.read_toml(module.DEFAULT_CONFIG)
+    if preset is not None:
+        presets = {p.stem: p for p in pathlib.Path(module.DEFAULT_CONFIG).parent.glob("*.toml")
+                   if p != pathlib.Path(module.DEFAULT_CONFIG)}
+        if preset not in presets:
+            raise configuration.ConfigError(f"experiment {experiment} has no preset {preset!r} "
+                                            f"(presets: {', '.join(sorted(presets)) or 'none'})")
+        config = configuration.merge(config, configuration.read_toml(presets[preset]), str(presets[preset]))
+    config = configuration.merge(config, partial, str(config_file))
     for key, value in (overrides or {}).items():
         config = configuration.merge(config, _nested(key, value), f"override {key}")
     return experiment, configuration.validate(config, module.SCHEMA, str(config_file or module.DEFAULT_CONFIG))
@@ -139,13 +149,13 @@ def prepare_folder(out_dir, resume, overwrite):
 
 
 def run(experiment, out_dir, config_file=None, overrides=None, resume=False, overwrite=False, progress=True,
-        write_trajectory=False):
+        write_trajectory=False, preset=None):
     """Train experiment ``experiment`` (a name or a TOML file) into ``out_dir``; returns the summary dict."""
     out_dir = prepare_folder(out_dir, resume, overwrite)
     if resume:
         saved = json.loads((out_dir / CONFIG_NAME).read_text())
         changed = sorted(set(overrides or {}) - {"training.n_updates"})
-        if config_file is not None or experiment.endswith(".toml") or changed:
+        if config_file is not None or experiment.endswith(".toml") or changed or preset is not None:
             raise RunFolderError(f"{out_dir}: a resumed run keeps its saved configuration; only training.n_updates "
                                  f"may change (got {', '.join(changed) or 'a configuration file'})")
         if saved["experiment"] != experiment:
@@ -156,7 +166,7 @@ def run(experiment, out_dir, config_file=None, overrides=None, resume=False, ove
         ), "override training.n_updates"), module.SCHEMA, str(out_dir / CONFIG_NAME))
         name = saved["experiment"]
     else:
-        name, config = resolve(experiment, config_file, overrides)
+        name, config = resolve(experiment, config_file, overrides, preset)
         module = experiment_module(name)
     n_updates = config["training"]["n_updates"]
     built = module.build(config)

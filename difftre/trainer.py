@@ -273,6 +273,28 @@ class Trainer:
                 state.step_scale *= 0.5
                 tqdm.write(message + f"; retrying with half the step (scale {state.step_scale:g})")
 
+    def predictions_with_errors(self, state):
+        """{target: (prediction, standard error)} at state.params over the stored states, NumPy float64.
+
+        Block averaging over the states in trajectory order with the reweighting weights (the
+        weighted ratio estimator, so the weights' spread, i.e. N_eff, enters); targets whose
+        prediction combines several averages get the delete-one-block jackknife of ``combine``.
+        """
+        from difftre.observables.errors import block_jackknife
+
+        weights = np.asarray(reweighting_weights(self._energies(state.params, self._model_inputs),
+                                                 state.reference_energies, self.kT), np.float64)
+        results = {}
+        for t in self.targets:
+            inputs = self._target_inputs[t.name]
+            values = inputs if t.observable is None else map_states(
+                lambda f, t=t: t.observable(state.params, f), inputs, self.chunk_size)
+            leaves, tree = jax.tree.flatten(values)
+            combine = lambda *averages, t=t, tree=tree: np.asarray(t.combine(jax.tree.unflatten(tree, averages)))
+            estimate, error = block_jackknife(combine, [np.asarray(v, np.float64) for v in leaves], weights)
+            results[t.name] = (estimate, error)
+        return results
+
     def stored_trajectory(self, state):
         """The current reference trajectory as an md.Trajectory (for writing it to a file)."""
         states = state.states

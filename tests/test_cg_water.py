@@ -1,0 +1,39 @@
+"""The coarse-grained water experiment through the runner, on its quick preset."""
+import json
+
+import numpy as np
+import pytest
+
+from difftre import runner
+from difftre.config import ConfigError
+from difftre.io import InputFileError
+
+
+@pytest.mark.parametrize("kind", ["pair-spline"])
+def test_quick_preset_trains_resumes_and_reports_errors(tmp_path, kind):
+    out = tmp_path / "water"
+    overrides = {"model.kind": kind, "training.n_updates": 2}
+    first = runner.run("cg-water", out, preset="quick", overrides=overrides, progress=False)
+    assert first["n_updates"] == 2
+    summary = runner.run("cg-water", out, resume=True, overrides={"training.n_updates": 3}, progress=False)
+    assert summary["n_updates"] == 3 and len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    # the repulsion-only prior starts near 12.8 kbar (paper); every prediction carries its standard error
+    assert 5e3 < summary["pressure_bar"] < 3e4 and 0 < summary["pressure_standard_error_bar"] < 0.1 * 1e4
+    assert 0 < summary["rdf_max_standard_error"] < 1 and 0 < summary["adf_max_standard_error"] < 1
+    assert np.isfinite(summary["rdf_mse"]) and np.isfinite(summary["adf_mse"])
+    for name in ("structure.png", "pressure.png", "training.png", "params.npz", "config.json"):
+        assert (out / name).exists()
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["experiment"] == "cg-water" and saved["config"]["sampling"]["n_frames"] == 20
+
+
+def test_bad_configuration_file_and_preset_are_named(tmp_path):
+    bad = tmp_path / "bad.gro"
+    bad.write_text("water\n  3\n    1SOL     OW    1   0.126   1.624   1.679\n")
+    with pytest.raises(InputFileError, match="bad.gro"):
+        runner.run("cg-water", tmp_path / "run", preset="quick", overrides={"system.configuration": str(bad)},
+                   progress=False)
+    with pytest.raises(ConfigError, match="no preset 'slow'.*quick"):
+        runner.resolve("cg-water", preset="slow")
+    with pytest.raises(ConfigError, match="model.kind = 'dimenet' must be one of"):
+        runner.resolve("cg-water", overrides={"model.kind": "dimenet"})
