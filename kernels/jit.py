@@ -13,7 +13,8 @@ level of a source file gets a stable identity instead: its module, name and a
 digest of the kernels' sources (this package's files, and the kernel's own file
 when it lies outside) and of the environment variables that choose code at
 import (DIFFTRE_PARALLEL). A changed source or setting gives a new identity,
-so nothing stale is loaded. The sampler loop with, say, LJ and velocity Verlet
+and every cache entry is keyed on that digest too (Numba alone checks only a
+function's own file), so nothing stale is loaded. The sampler loop with, say, LJ and velocity Verlet
 then compiles once per machine, not once per process. A closure (a new
 function per call, e.g. the JAX force term of `difftre.bridge`) keeps a random
 identity; code taking it as an argument is compiled in every process and is
@@ -112,8 +113,11 @@ class _KernelCache(FunctionCache):
     """
 
     def _index_key(self, sig, codegen):
+        """Numba's key (target, bytecode) with kernel identities for kernel arguments, plus the digest of
+        the kernels' sources: Numba checks only the function's own file, so without it a kernel calling
+        a changed kernel of another module would load the old code."""
         _, *rest = super()._index_key(sig, codegen)
-        return (_identity_key(getattr(sig, "args", sig)), *rest)
+        return (_identity_key(getattr(sig, "args", sig)), *rest, _package_digest())
 
     def load_overload(self, sig, target_context):
         if _names_unstable_kernel(getattr(sig, "args", sig)):
