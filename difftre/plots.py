@@ -22,6 +22,11 @@ def training_curves(path, metrics):
     ax_time.set_xlabel("update")
     ax_time.set_ylabel("wall time (s)")
     ax_time.legend()
+    save(fig, path)
+
+
+def save(fig, path):
+    """Lay out, write as PNG (120 dpi) and close a figure."""
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -19,9 +19,7 @@ def write_plots(out_dir, metrics, rdf_centers, adf_centers, targets):
         ax.set_xlabel(label)
         ax.set_ylabel(name.upper())
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "structure.png", dpi=120)
-    plt.close(fig)
+    plots.save(fig, out_dir / "structure.png")
     fig, ax = plt.subplots(figsize=(5, 3.8))
     target = float(next(t for t in targets if t.name == "pressure").target) / BAR
     ax.plot([m["step"] for m in metrics], [m["predictions"]["pressure"] / BAR for m in metrics], "b.-",
@@ -31,7 +29,5 @@ def write_plots(out_dir, metrics, rdf_centers, adf_centers, targets):
     ax.set_xlabel("update")
     ax.set_ylabel("pressure (bar)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "pressure.png", dpi=120)
-    plt.close(fig)
+    plots.save(fig, out_dir / "pressure.png")
     plots.training_curves(out_dir / "training.png", metrics)

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy import integrate
 
 from difftre import md
 from difftre.config import Rule, in_range, non_negative, positive
@@ -19,6 +18,7 @@ from difftre.optim import add_penalty_gradient
 from difftre.observables.density import density_profile_uniform
 from difftre.potential import external_spline_with_harmonic_prior, learned_external_profile
 from difftre.runner import Experiment
+from difftre.systems import double_well_density, double_well_energy
 from difftre.trainer import SamplingConfig, Target, Trainer
 
 DEFAULT_CONFIG = pathlib.Path(__file__).with_name("config.toml")
@@ -40,25 +40,6 @@ SCHEMA = {
 }
 
 
-def double_well_energy(x):
-    """U_DW(x) = 2500 (x - 0.5)^6 - 10 (x - 0.55)^2 in kT."""
-    return 2500.0 * (x - 0.5) ** 6 - 10.0 * (x - 0.55) ** 2
-
-
-def target_density(grid, smoothing, kT=1.0, box_length=1.0):
-    """Boltzmann density exp(-U_DW/kT)/Z on [0, L) convolved with the observable's Gaussian (quadrature)."""
-    boltzmann = lambda y: np.exp(-double_well_energy(y) / kT)
-    z = integrate.quad(boltzmann, 0.0, box_length, limit=200)[0]
-
-    def smoothed(x):
-        kernel = lambda y: boltzmann(y) * np.exp(-0.5 * (((x - y + box_length / 2) % box_length - box_length / 2)
-                                                          / smoothing) ** 2)
-        lo, hi = max(0.0, x - 8 * smoothing), min(box_length, x + 8 * smoothing)
-        value = integrate.quad(kernel, lo, hi, limit=200)[0] if hi > lo else 0.0
-        return value / (z * smoothing * np.sqrt(2 * np.pi))
-    return np.array([smoothed(x) for x in grid])
-
-
 def build(config):
     """The double-well Experiment of a validated configuration."""
     system, model, sampling, training = (config[k] for k in ("system", "model", "sampling", "training"))
@@ -70,7 +51,7 @@ def build(config):
     density_grid = np.linspace(0.0, system["box_length"], config["target"]["grid_points"])
     sigma = config["target"]["smoothing"]
     n_points, length = config["target"]["grid_points"], system["box_length"]
-    target = Target("density", target_density(density_grid, sigma, system["kT"], length),
+    target = Target("density", double_well_density(density_grid, sigma, system["kT"], length),
                     features=lambda state: density_profile_uniform(state, length, n_points, sigma))
     schedule = optax.exponential_decay(training["learning_rate"], training["decay_updates"], 0.01)
     optimizer = optax.chain(add_penalty_gradient(roughness, training["smoothness"]),
