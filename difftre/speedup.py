@@ -82,8 +82,8 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
     def energy(params, state):
         return mlp.mlp_external_energy(params, state) + prior(params, state)
 
-    def observable(positions):
-        return density_profile_uniform(positions, 1.0, 101, 0.01)
+    def observable(state):
+        return density_profile_uniform(state, 1.0, 101, 0.01)
 
     params = mlp.init_mlp(jax.random.PRNGKey(seed), [1, 100, 100, 1], dtype)
 
@@ -113,7 +113,7 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
 
     def difftre_loss(p, states, reference):
         weights = reweighting_weights(energies(p, states), reference, kT)
-        prediction = jnp.tensordot(weights, jax.vmap(observable)(states), axes=1)
+        prediction = jnp.tensordot(weights, jax.vmap(lambda x: observable(State(x, box_jax)))(states), axes=1)
         return jnp.mean((prediction - target) ** 2)
 
     difftre_grad = jax.jit(jax.grad(difftre_loss))
