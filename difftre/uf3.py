@@ -5,6 +5,14 @@
   the pairs and legs of the model.
 - `write_lammps_uf3(path_prefix, spec, theta)`: a LAMMPS ``pair_style uf3`` potential file.
 - `write_lammps_table(path, spec, theta, n_points)`: the pair part as a ``pair_style table`` file.
+- `uf3_potential(spec, prior_energy, prior_terms)`: a ``difftre.potential.Potential`` (energy, Numba
+  force field, and the linear split U = U_prior + theta . Phi so the trainer computes Phi once per
+  reference trajectory).
+- `pressure_target`, `stress_target`, `stiffness_target`: ``difftre.trainer.Target`` s reading
+  per-state virial / Born features (linear in theta): reweighting and its gradient need no model
+  evaluation per update.
+- `save_coefficients` / `load_coefficients`: theta with its spec in one ``.npz`` file.
+- `smoothness_penalty` (from difftre.models.uf3): per-axis roughness for ``difftre.optim.add_penalty_gradient``.
 
 LAMMPS units: ``units metal`` (Angstrom, eV) by default or ``units real`` (Angstrom,
 kcal/mol); lengths are converted nm -> Angstrom (x 10), energies kJ/mol -> eV
@@ -16,7 +24,7 @@ import numpy as np
 
 from difftre import md
 from difftre.kernels import uf3 as uf3_kernels
-from difftre.models.uf3 import UF3Spec
+from difftre.models.uf3 import UF3Model, UF3Spec, smoothness_penalty  # noqa: F401 (re-exported)
 
 ANGSTROM_PER_NM = 10.0
 KJ_PER_MOL_PER_ENERGY_UNIT = {"metal": 96.485332123310018, "real": 4.184}
@@ -59,15 +67,21 @@ def check_sampler(sampler, spec):
     (A sampler whose force field holds `uf3_term(spec, ...)` always does; this guards a JAX UF3
     model fed from another force field's list, e.g. through difftre.bridge.jax_force_term.)
     """
+    check_force_field(sampler.force_field, spec, sampler.list_cutoff, "the sampler's")
+
+
+def check_force_field(force_field, spec, list_cutoff=None, whose="the force field's"):
+    """Raise ValueError unless `force_field` (an md.ForceField) gets a full neighbour list reaching
+    max(pair, leg cut-off) of `spec` (list_cutoff: its reach, default the force field's cut-off)."""
     spec = _checked_spec(spec)
-    if sampler.force_field.half_list:
-        raise ValueError("the sampler builds a half neighbour list (no system term asks for a full one); "
+    if force_field.half_list:
+        raise ValueError(f"{whose} neighbour list is a half list (no system term asks for a full one); "
                          "the UF3 triplets need a full list: add the term with neighbor_cutoff >= "
                          f"{spec.neighbor_cutoff} nm")
-    if sampler.list_cutoff < spec.neighbor_cutoff:
-        raise ValueError(f"the sampler's neighbour list covers {sampler.list_cutoff} nm (cut-off + skin), less "
-                         f"than the UF3 model needs: max(pair_cutoff={spec.pair_cutoff}, "
-                         f"leg_cutoff={spec.leg_cutoff}) nm")
+    reach = force_field.cutoff if list_cutoff is None else list_cutoff
+    if reach < spec.neighbor_cutoff:
+        raise ValueError(f"{whose} neighbour list covers {reach} nm, less than the UF3 model needs: "
+                         f"max(pair_cutoff={spec.pair_cutoff}, leg_cutoff={spec.leg_cutoff}) nm")
 
 
 def _energy_scale(units):
@@ -156,3 +170,273 @@ def write_lammps_table(path, spec, theta, n_points, units="metal", keyword="UF3_
     with open(path, "w") as file:
         file.write("\n".join(lines) + "\n")
     return path, [f"pair_style table spline {n_points}", f"pair_coeff * * {path} {keyword} {float(r_a[-1])!r}"]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _cutoff_for(spec, cutoff):
+    if cutoff is None:
+        return spec.neighbor_cutoff
+    if not cutoff >= spec.neighbor_cutoff:
+        raise ValueError(f"cutoff={cutoff} nm: the neighbour lists must reach max(pair_cutoff={spec.pair_cutoff}, "
+                         f"leg_cutoff={spec.leg_cutoff}) nm of the UF3 model (and the prior's cut-off)")
+    return float(cutoff)
+
+
+def _no_prior(params, state):
+    return 0.0
+
+
+def uf3_potential(spec, prior_energy=None, prior_terms=(), cutoff=None, leg_capacity=None, dtype=np.float64):
+    """The UF3 model plus a fixed prior as a ``difftre.potential.Potential`` with the linear split.
+
+    Args:
+      spec: the UF3Spec; the learned parameters theta are (spec.n_free,) kJ/mol.
+      prior_energy: the prior's JAX energy(params, state) (``difftre.models.priors``; ignores params),
+        or None for no prior.
+      prior_terms: the prior's Numba terms (``md.repulsive(...)`` etc.), the twins of prior_energy.
+      cutoff: neighbour-list cut-off (nm) of the stored states; default max(pair, leg cut-off) of
+        spec; give the larger one when the prior reaches further.
+      leg_capacity: UF3Model.leg_capacity (None: whole neighbour rows, never truncated).
+      dtype: precision of the Numba kernel's parameters.
+
+    energy(theta, state) = UF3 + prior; force_field(theta) = md.ForceField([uf3_term, *prior_terms]),
+    checked to build a full list that reaches the legs (``check_force_field``) before any run;
+    features(state) = (U_prior, Phi (n_free,)) and energy_from_features(theta, f) = f[0] + f[1] . theta.
+    """
+    from difftre.potential import Potential
+    spec = _checked_spec(spec)
+    cutoff = _cutoff_for(spec, cutoff)
+    model = UF3Model(spec, leg_capacity)
+    prior = _no_prior if prior_energy is None else prior_energy
+    prior_terms = tuple(prior_terms)
+
+    def energy(params, state):
+        return model.energy(params, state) + prior(params, state)
+
+    def force_field(params):
+        field = md.ForceField([uf3_term(spec, np.asarray(params), dtype), *prior_terms])
+        check_force_field(field, spec)
+        return field
+
+    def features(state):
+        return prior(None, state), model.features(state)
+
+    def energy_from_features(params, f):
+        return f[0] + f[1] @ params
+
+    return Potential(energy, force_field, cutoff=cutoff, features=features,
+                     energy_from_features=energy_from_features)
+
+
+def _volume(state):
+    import jax.numpy as jnp
+    return jnp.prod(state.box)
+
+
+def _kinetic(state, kT, masses):
+    """The kinetic tensor K (3, 3) kJ/mol: sum m v (x) v with velocities and masses, else N kT I."""
+    import jax.numpy as jnp
+    from difftre.observables.stress import kinetic_tensor
+    n, dim = state.positions.shape
+    if state.velocities is not None and masses is not None:
+        return kinetic_tensor(state.velocities, masses)
+    if kT is None:
+        raise ValueError("give kT (or masses with recorded velocities) for the kinetic part")
+    return n * kT * jnp.eye(dim, dtype=state.positions.dtype)
+
+
+def _prior_born_stress(prior_energy, state):
+    """(1/V) dU_prior/deps (3, 3), zero without a prior."""
+    import jax.numpy as jnp
+    from difftre.observables.stress import born_stress
+    if prior_energy is None:
+        return jnp.zeros((3, 3), state.positions.dtype)
+    return born_stress(prior_energy, None, state)
+
+
+def _stress_features(spec, prior_energy, kT, masses, leg_capacity):
+    """Per-state stress sigma = constant + theta . linear ((3, 3) and (n_free, 3, 3), kJ/mol/nm^3):
+    sigma = -(K + W) / V with W = theta . V_UF3 + W_prior (docs/DESIGN.md)."""
+    model = UF3Model(_checked_spec(spec), leg_capacity)
+
+    def features(state):
+        volume = _volume(state)
+        constant = _prior_born_stress(prior_energy, state) - _kinetic(state, kT, masses) / volume
+        return {"constant": constant, "linear": -model.virial_features(state) / volume}
+    return features
+
+
+def _dot(params, linear):
+    import jax.numpy as jnp
+    return jnp.tensordot(params, linear, axes=1)
+
+
+def stress_target(name, target, spec, prior_energy=None, kT=None, masses=None, gamma=1.0, cutoff=None,
+                  leg_capacity=None):
+    """Target of the (3, 3) stress tensor (kJ/mol/nm^3) from per-state virial features.
+
+    Per stored state: sigma = c + theta . S with c (3, 3) and S (n_free, 3, 3) computed once per
+    trajectory (the prior's Born stress and the kinetic tensor, sum m v v with masses and recorded
+    velocities, else N kT I); per update only the dot product. Same convention as
+    ``difftre.observables.stress_tensor``.
+    """
+    from difftre.trainer import Target
+    features = _stress_features(spec, prior_energy, kT, masses, leg_capacity)
+    return Target(name, np.asarray(target), gamma, observable=lambda p, f: f["constant"] + _dot(p, f["linear"]),
+                  features=features, cutoff=_cutoff_for(spec, cutoff))
+
+
+def pressure_target(name, target, spec, prior_energy=None, kT=None, masses=None, gamma=1.0, cutoff=None,
+                    leg_capacity=None):
+    """Target of the pressure P = -tr(sigma)/3 (kJ/mol/nm^3) from per-state virial features: a scalar
+    and an (n_free,) vector per state (``difftre.observables.pressure``'s convention)."""
+    from difftre.trainer import Target
+    import jax.numpy as jnp
+    stress = _stress_features(spec, prior_energy, kT, masses, leg_capacity)
+
+    def features(state):
+        f = stress(state)
+        return {"constant": -jnp.trace(f["constant"]) / 3.0,
+                "linear": -jnp.trace(f["linear"], axis1=1, axis2=2) / 3.0}
+
+    return Target(name, np.asarray(target), gamma, observable=lambda p, f: f["constant"] + f["linear"] @ p,
+                  features=features, cutoff=_cutoff_for(spec, cutoff))
+
+
+VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+_UPPER = tuple((a, b) for a in range(6) for b in range(a, 6))
+"""The 21 independent components (I <= J) of a Voigt-symmetric stiffness, as pairs of VOIGT indices."""
+
+
+def _to_voigt21(c):
+    """(..., 3, 3, 3, 3) -> (..., 21): C[VOIGT[I] + VOIGT[J]] for I <= J."""
+    import jax.numpy as jnp
+    return jnp.stack([c[..., VOIGT[a][0], VOIGT[a][1], VOIGT[b][0], VOIGT[b][1]] for a, b in _UPPER], axis=-1)
+
+
+def _from_voigt21(v):
+    """(21,) -> (3, 3, 3, 3) with the minor and major symmetries."""
+    import jax.numpy as jnp
+    index = np.zeros((3, 3, 3, 3), np.int64)
+    voigt = {pair: k for k, (i, j) in enumerate(VOIGT) for pair in ((i, j), (j, i))}
+    for i in range(3):
+        for j in range(3):
+            for k in range(3):
+                for m in range(3):
+                    a, b = sorted((voigt[(i, j)], voigt[(k, m)]))
+                    index[i, j, k, m] = _UPPER.index((a, b))
+    return jnp.asarray(v)[index]
+
+
+def stiffness_target(name, target, spec, kT, n_particles, box, prior_energy=None, gamma=1.0, cutoff=None,
+                     leg_capacity=None, centre=None):
+    """Target of the isothermal stiffness C (3, 3, 3, 3) kJ/mol/nm^3 by the stress-fluctuation formula,
+    C = <C_B> - V/kT Cov(sigma_B) + N kT / V (d_ik d_jl + d_il d_jk)  (``difftre.observables.elastic``),
+    from per-state Born features linear in theta:
+
+      sigma_B = s + theta . S   (3, 3) and (n_free, 3, 3): (1/V) dU/deps at eps = 0
+      C_B     = b + theta . B   (21,) and (n_free, 21): (1/V) d2U/deps deps, the 21 Voigt components
+
+    computed once per trajectory (``UF3Model.virial_features`` / ``born_features`` and the prior's
+    Born terms). Per update: sigma_B of each state, its centred product, the weighted averages
+    (float64) and ``combine`` = the formula. The covariance is formed from sigma_B - centre, with
+    ``centre`` (3, 3) default N kT / V I, the Born stress of a state at zero pressure, so the
+    products stay of the size of the fluctuations (a constant shift leaves the covariance exact).
+    Give ``target`` as (3, 3, 3, 3) kJ/mol/nm^3 (see ``difftre.observables.elastic.cubic_constants``
+    to reduce it; wrap ``combine`` for other forms).
+    """
+    from difftre.trainer import Target
+    import jax.numpy as jnp
+    from difftre.observables.elastic import born_terms, fluctuation_stiffness
+    model = UF3Model(_checked_spec(spec), leg_capacity)
+    volume = float(np.prod(box))
+    centre = (n_particles * kT / volume * np.eye(3)) if centre is None else np.asarray(centre, np.float64)
+
+    def features(state):
+        v = _volume(state)
+        if prior_energy is None:
+            s0 = jnp.zeros((3, 3), state.positions.dtype)
+            b0 = jnp.zeros(21, state.positions.dtype)
+        else:
+            terms = born_terms(prior_energy, None, state)
+            s0, b0 = terms["stress"], _to_voigt21(terms["stiffness"])
+        return {"stress": s0 - jnp.asarray(centre, s0.dtype), "stress_linear": -model.virial_features(state) / v,
+                "born": b0, "born_linear": _to_voigt21(model.born_features(state)) / v}
+
+    def observable(params, f):
+        stress = f["stress"] + jnp.tensordot(params, f["stress_linear"], axes=1)
+        return {"stress": stress, "stress_product": jnp.einsum("ij,kl->ijkl", stress, stress),
+                "stiffness": f["born"] + params @ f["born_linear"]}
+
+    def combine(averages):
+        averages = dict(averages, stiffness=_from_voigt21(averages["stiffness"]))
+        return fluctuation_stiffness(averages, jnp.asarray(box), kT, n_particles)
+
+    return Target(name, np.asarray(target), gamma, observable=observable, features=features,
+                  cutoff=_cutoff_for(spec, cutoff), combine=combine)
+
+
+# ----------------------------------------------------------------------------- coefficient files
+
+_SPEC_FIELDS = ("pair_cutoff", "leg_cutoff", "n_pair", "n_leg", "n_jk", "pair_r_min", "leg_r_min", "jk_r_min",
+                "jk_cutoff", "n_types")
+
+
+def save_coefficients(path, spec, theta):
+    """Write theta (n_free,) kJ/mol with its spec to ``path`` (.npz: one entry per UF3Spec field and
+    ``theta``). Returns the path numpy wrote."""
+    spec = _checked_spec(spec)
+    theta = np.asarray(theta, np.float64)
+    if theta.shape != (spec.n_free,):
+        raise ValueError(f"theta must have shape ({spec.n_free},) for {spec}, got {theta.shape}")
+    path = str(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    np.savez(path, theta=theta, format="difftre-uf3", version=1,
+             **{name: getattr(spec, name) for name in _SPEC_FIELDS})
+    return path
+
+
+def load_coefficients(path, spec=None):
+    """(spec, theta) from a file written by `save_coefficients`.
+
+    Raises ValueError naming the field: a missing or malformed spec field, a theta of the wrong shape
+    for the file's spec, non-finite coefficients, or (when ``spec`` is given) a spec field of the file
+    that differs from the expected one.
+    """
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a UF3 coefficient file ({error})") from error
+    with data:
+        missing = [name for name in ("theta",) + _SPEC_FIELDS[:5] if name not in data.files]
+        if missing:
+            raise ValueError(f"{path}: field {missing[0]!r} missing (a UF3 coefficient file holds theta and "
+                             f"the UF3Spec fields {', '.join(_SPEC_FIELDS)})")
+        fields = {}
+        for name in _SPEC_FIELDS:
+            if name not in data.files:
+                continue
+            value = data[name]
+            if value.shape != () or not np.issubdtype(value.dtype, np.number):
+                raise ValueError(f"{path}: field {name!r} must be a number, got {value.dtype} of shape {value.shape}")
+            fields[name] = int(value) if name.startswith("n_") else float(value)
+        try:
+            file_spec = UF3Spec(**fields)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+        theta = np.asarray(data["theta"])
+    if theta.shape != (file_spec.n_free,):
+        raise ValueError(f"{path}: field 'theta' has shape {theta.shape}, but the file's spec needs "
+                         f"({file_spec.n_free},) = n_pair + n_leg (n_leg + 1) / 2 n_jk")
+    if not np.issubdtype(theta.dtype, np.floating) or not np.all(np.isfinite(theta)):
+        raise ValueError(f"{path}: field 'theta' must hold finite floats")
+    if spec is not None:
+        spec = _checked_spec(spec)
+        for name in _SPEC_FIELDS:
+            if getattr(spec, name) != getattr(file_spec, name):
+                raise ValueError(f"{path}: field {name!r} is {getattr(file_spec, name)!r}, expected "
+                                 f"{getattr(spec, name)!r}")
+    return file_spec, theta.astype(np.float64)

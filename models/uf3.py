@@ -327,3 +327,34 @@ class UF3Model:
         dtype = jnp.result_type(state.positions) if dtype is None else dtype
         strained = lambda eps: self.features(deformed(state, strain_deformation(eps)), dtype)
         return jax.jacfwd(jax.jacfwd(strained))(jnp.zeros((dim, dim), dtype))
+
+
+def smoothness_penalty(spec, pair=1.0, leg=1.0, jk=1.0):
+    """A roughness penalty of theta for ``difftre.optim.add_penalty_gradient``: weighted sums of squared
+    second differences of the coefficients along each axis (the P-spline penalty of
+    ``models.spline.roughness``, per axis of the UF3 form):
+
+        pair * sum_n (D2 a)_n^2 + leg * [sum (D2_l c)^2 + sum (D2_m c)^2] + jk * sum (D2_n c)^2
+
+    on the full arrays of ``UF3Spec.unpack`` (kJ^2/mol^2): a (n_pair + 3,) and c
+    (n_leg + 3, n_leg + 3, n_jk + 3), both symmetric halves of c and the fixed trailing zeros
+    included (so the last free coefficients are tied to the zeros at the cut-off). The l and m axes
+    share the weight ``leg`` (c is symmetric, their sums are equal). Coefficients the data barely
+    touch are pulled towards their neighbours; a weight of 0 switches an axis off.
+    """
+    for name, value in (("pair", pair), ("leg", leg), ("jk", jk)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not value >= 0 or not math.isfinite(value):
+            raise ValueError(f"smoothness_penalty: weight {name} must be a finite number >= 0, got {value!r}")
+
+    def second(x, axis):
+        n = x.shape[axis]
+        take = lambda a, b: jax.lax.slice_in_dim(x, a, b, axis=axis)
+        return take(2, n) - 2.0 * take(1, n - 1) + take(0, n - 2)
+
+    def penalty(theta):
+        a, c = spec.unpack(jnp.asarray(theta))
+        total = pair * jnp.sum(second(a, 0) ** 2)
+        total += leg * (jnp.sum(second(c, 0) ** 2) + jnp.sum(second(c, 1) ** 2))
+        return total + jk * jnp.sum(second(c, 2) ** 2)
+    return penalty
