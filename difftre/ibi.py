@@ -12,8 +12,14 @@ potential and pressure updates alternate. ``pair_table_from_values`` turns the
 grid values into the engine's SplineTable, ``difftre.md.tabulated_pair(*table)``.
 Everything here is NumPy float64.
 """
+import jax.numpy as jnp
 import numpy as np
+import optax
 from scipy.interpolate import CubicSpline
+
+from difftre.md import BAR
+from difftre.trainer import Trainer
+
 
 
 def _grid_arrays(**arrays):
@@ -151,3 +157,50 @@ def pair_table_from_values(r, U):
         raise ValueError(f"r must be a uniform increasing grid; spacings range from {steps.min()} to {steps.max()}")
     spline = CubicSpline(r[0] + h * np.arange(r.size), U - U[-1], bc_type=((2, 0.0), (1, 0.0)))
     return float(r[0]), float(h), np.ascontiguousarray(spline.c[::-1].T)
+
+
+class IBITrainer(Trainer):
+    """IBI in the trainer's frame: the same sampler, stored states, targets, checkpoints and runner.
+
+    The parameters are the values of a pair spline (``models.pair_spline``, zero with zero slope
+    at the cut-off) at its knots ``r`` (nm); each update samples a new trajectory with the
+    current potential (every update but the first), then alternates an IBI step on the target
+    named ``rdf`` (interpolated from its bins to the knots) and a pressure step on the target
+    named ``pressure`` (kJ mol^-1 nm^-3). The loss of the DiffTRe targets is logged for
+    comparison, never differentiated into the parameters. Training stops when the RDF MSE has
+    not improved for ``patience`` IBI steps.
+    """
+
+    def __init__(self, potential, targets, sampling, box, masses, kT, knots, rdf_centers, lam=1.0,
+                 pressure_factor=3e-4, max_amplitude=0.1, patience=5, chunk_size=None):
+        super().__init__(potential, targets, optax.identity(), sampling, box, masses, kT, chunk_size=chunk_size,
+                         resample_threshold=1.0)
+        self.knots, self.rdf_centers = np.asarray(knots, np.float64), np.asarray(rdf_centers, np.float64)
+        targets = {t.name: t for t in self.targets}
+        self.g_target = np.interp(self.knots, self.rdf_centers, np.asarray(targets["rdf"].target))
+        self.pressure_target = float(targets["pressure"].target)
+        self.lam, self.pressure_factor, self.max_amplitude, self.patience = lam, pressure_factor, max_amplitude, patience
+
+    def initial_params(self, dtype=np.float64):
+        """The potential of mean force -kT ln g_target at the knots, shifted to 0 at the cut-off."""
+        values = potential_of_mean_force(self.knots, self.g_target, self.kT)
+        return np.asarray(values[:-1] - values[-1], dtype)
+
+    def _next_params(self, state, grads, predictions):
+        values = np.append(np.asarray(state.params, np.float64), 0.0)
+        g = np.interp(self.knots, self.rdf_centers, np.asarray(predictions["rdf"], np.float64))
+        rdf_mse = float(np.mean((g - self.g_target) ** 2))
+        best = state.notes.get("best_rdf_mse", np.inf)
+        state.notes.update(best_rdf_mse=min(best, rdf_mse),
+                           steps_without_improvement=0 if rdf_mse < best else
+                           state.notes.get("steps_without_improvement", 0) + 1)
+        if state.update % 2 == 0:
+            values = ibi_update(values, g, self.g_target, self.kT, self.lam)
+        else:
+            dP_bar = (float(predictions["pressure"]) - self.pressure_target) / BAR
+            values = values + pressure_correction(self.knots, self.knots[-1], dP_bar, self.kT,
+                                                  self.pressure_factor, self.max_amplitude)
+        return jnp.asarray(values[:-1] - values[-1], np.asarray(state.params).dtype), state.opt_state
+
+    def converged(self, state):
+        return state.notes.get("steps_without_improvement", 0) >= self.patience

@@ -31,6 +31,7 @@ from difftre.potentials import (PairTerm, SystemTerm, external_spline, harmonic,
 from difftre.potentials import positive as _positive
 
 BOLTZMANN = 0.0083144626  # kJ/(mol K)
+BAR = 0.0602214           # 1 bar in kJ mol^-1 nm^-3
 DTYPES = (np.float32, np.float64)
 
 

@@ -105,6 +105,7 @@ class TrainingState:
     update: int = 0
     step_scale: float = 1.0          # halved after each blow-up
     wall_time_s: float = 0.0         # training time so far, over all resumed runs
+    notes: dict = dataclasses.field(default_factory=dict)   # JSON-able bookkeeping of a trainer's update rule
 
 
 class BlowUpError(RuntimeError):
@@ -248,7 +249,7 @@ class Trainer:
         if not np.isfinite(loss) or bad:
             raise FloatingPointError(f"update {state.update}: non-finite loss ({loss}) or gradient "
                                      f"(parameter leaves {bad}); parameters left unchanged")
-        state.params, state.opt_state = self._optimizer_step(grads, state.opt_state, state.params, state.step_scale)
+        state.params, state.opt_state = self._next_params(state, grads, predictions)
         end = time.perf_counter()
         metrics = {"step": state.update, "loss": loss, "loss_parts": {k: float(v) for k, v in parts.items()},
                    "n_eff": float(n_eff_after), "n_eff_before": n_eff, "resampled": bool(resampled),
@@ -257,6 +258,14 @@ class Trainer:
                    "predictions": {k: np.asarray(v).tolist() for k, v in predictions.items()}}
         state.update += 1
         return metrics
+
+    def _next_params(self, state, grads, predictions):
+        """(params, opt_state) after this update: the optimiser's step on the loss gradient."""
+        return self._optimizer_step(grads, state.opt_state, state.params, state.step_scale)
+
+    def converged(self, state):
+        """Whether training should stop before its last update (never, for gradient descent)."""
+        return False
 
     def _resample_or_roll_back(self, state):
         for attempt in range(self.max_blow_up_retries + 1):
@@ -316,7 +325,7 @@ class Trainer:
                     "md/box": s.box, "md/thermostat": s.thermostat, "md/nbr_idx": s.nbr_idx,
                     "md/nbr_count": s.nbr_count, "md/reference_positions": s.reference_positions},
             meta={"update": state.update, "step_scale": state.step_scale, "md_seed": s.seed, "md_step": s.step,
-                  "md_dof": s.dof, "wall_time_s": state.wall_time_s})
+                  "md_dof": s.dof, "wall_time_s": state.wall_time_s, "notes": state.notes})
 
     def load(self, path, params_template):
         """Training state from a checkpoint; the templates come from the same model and optimiser."""
@@ -328,7 +337,7 @@ class Trainer:
                                    meta["md_dof"], arrays["md/nbr_idx"], arrays["md/nbr_count"],
                                    arrays["md/reference_positions"])
         state = TrainingState(trees["params"], trees["opt_state"], sampler_state, None, None, None,
-                              meta["update"], meta["step_scale"], meta.get("wall_time_s", 0.0))
+                              meta["update"], meta["step_scale"], meta.get("wall_time_s", 0.0), meta.get("notes", {}))
         self._store(state, trees["sampling_params"], arrays["positions"], arrays.get("velocities"),
                     arrays["reference_energies"])
         self.warm_up(state)
@@ -343,7 +352,7 @@ def train(trainer, state, n_updates, out_dir, checkpoint_name="checkpoint.npz", 
     _truncate_metrics(metrics_path, state.update)
     bar = tqdm(total=n_updates, initial=state.update, disable=not progress, desc="DiffTRe", unit="update")
     with open(metrics_path, "a") as log:
-        while state.update < n_updates:
+        while state.update < n_updates and not trainer.converged(state):
             start = time.perf_counter()
             metrics = trainer.update(state)
             log.write(json.dumps(metrics) + "\n")

@@ -37,3 +37,28 @@ def test_bad_configuration_file_and_preset_are_named(tmp_path):
         runner.resolve("cg-water", preset="slow")
     with pytest.raises(ConfigError, match="model.kind = 'dimenet' must be one of"):
         runner.resolve("cg-water", overrides={"model.kind": "dimenet"})
+
+
+def test_ibi_alternates_boltzmann_and_pressure_steps_and_stops_on_no_improvement(tmp_path):
+    from difftre.experiments import cg_water
+    from difftre.ibi import ibi_update, potential_of_mean_force, pressure_correction
+    from difftre.md import BAR
+    _, config = runner.resolve("cg-water", preset="quick", overrides={"training.method": "ibi", "ibi.patience": 2})
+    built = cg_water.build(config)
+    trainer = built.trainer
+    state = trainer.init(built.params, built.positions, seed=0)
+    knots, kT = trainer.knots, trainer.kT
+    start = potential_of_mean_force(knots, trainer.g_target, kT)
+    np.testing.assert_allclose(np.append(state.params, 0.0), start - start[-1], atol=1e-12)
+    first = trainer.update(state)                                # IBI step on the sampled RDF
+    g = np.interp(knots, trainer.rdf_centers, first["predictions"]["rdf"])
+    expected = ibi_update(start - start[-1], g, trainer.g_target, kT)
+    np.testing.assert_allclose(np.append(state.params, 0.0), expected - expected[-1], atol=1e-10)
+    before = np.append(np.asarray(state.params), 0.0)
+    second = trainer.update(state)                               # pressure step on a new trajectory
+    assert second["resampled"]
+    dP = (second["predictions"]["pressure"] - config["target"]["pressure_bar"] * BAR) / BAR
+    correction = pressure_correction(knots, knots[-1], dP, kT)
+    np.testing.assert_allclose(np.append(state.params, 0.0), before + correction - correction[-1], atol=1e-10)
+    state.notes["steps_without_improvement"] = 2
+    assert trainer.converged(state)

@@ -13,7 +13,9 @@ import numpy as np
 import optax
 
 from difftre import md
+from difftre.md import BAR
 from difftre.config import in_range, non_negative, positive
+from difftre.ibi import IBITrainer
 from difftre.io import read_gro
 from difftre.models import pair_spline, priors, uf3 as uf3_model
 from difftre.observables import adf, adf_list_cutoff, bin_centers, load_adf_target, load_rdf_target, pressure, rdf, \
@@ -24,7 +26,6 @@ from difftre.trainer import SamplingConfig, Target, Trainer
 from difftre import uf3
 
 DEFAULT_CONFIG = pathlib.Path(__file__).with_name("config.toml")
-BAR = 0.0602214   # kJ mol^-1 nm^-3
 SCHEMA = {
     "system": {"configuration": (str, None), "mass": (float, positive), "temperature": (float, positive),
                "seed": (int, non_negative)},
@@ -39,10 +40,13 @@ SCHEMA = {
                  "dt": (float, positive), "n_equilibration": (int, non_negative), "n_frames": (int, positive),
                  "stride": (int, positive), "skin": (float, positive), "dtype": (str, {"float32", "float64"}),
                  "device": (str, {"cpu", "cuda"})},
-    "training": {"n_updates": (int, non_negative), "learning_rate": (float, positive),
+    "training": {"method": (str, {"difftre", "ibi"}), "n_updates": (int, non_negative), "learning_rate": (float, positive),
                  "decay_updates": (int, positive), "adam_b1": (float, in_range(0, 1, closed_high=False)),
                  "adam_b2": (float, in_range(0, 1, closed_high=False)), "smoothness": (float, non_negative),
                  "resample_threshold": (float, in_range(0, 1, closed_low=False)), "chunk_size": (int, positive)},
+    "ibi": {"lam": (float, positive), "pressure_factor": (float, positive), "max_amplitude": (float, positive),
+            "r_min": (float, positive), "r_max": (float, positive), "spacing": (float, positive),
+            "patience": (int, positive)},
 }
 
 
@@ -56,19 +60,25 @@ def starting_configuration(path=""):
     return structure.positions, structure.box
 
 
+def tabulated_pair_potential(grid, prior=None, prior_term=None):
+    """Potential of a pair spline on ``grid`` (knot values in kJ/mol), plus an optional prior."""
+    spline = pair_spline.pair_spline(grid)
+
+    def force_field(params):
+        table = md.tabulated_pair(*pair_spline.export_pair_table(params, grid))
+        return md.ForceField([table] if prior_term is None else [table, prior_term])
+    energy = spline if prior is None else (lambda params, state: spline(params, state) + prior(params, state))
+    return Potential(energy, force_field, cutoff=grid.x_max)
+
+
 def potential_and_params(model, dtype):
-    """(Potential, initial parameters (zeros: the prior alone), an export function) of the model section."""
+    """(Potential, initial parameters: zeros, i.e. the prior alone) of the model section."""
     prior_args = (model["prior_epsilon"], model["prior_sigma"], model["pair_cutoff"])
     prior = priors.repulsive(*prior_args, dtype=dtype)
     prior_term = md.repulsive(*prior_args)
     if model["kind"] == "pair-spline":
         grid = pair_spline.pair_spline_grid(0.2, model["pair_cutoff"], 3 * model["pair_intervals"] + 1)
-        spline = pair_spline.pair_spline(grid)
-
-        def force_field(params):
-            return md.ForceField([md.tabulated_pair(*pair_spline.export_pair_table(params, grid)), prior_term])
-        energy = lambda params, state: spline(params, state) + prior(params, state)
-        return Potential(energy, force_field, cutoff=model["pair_cutoff"]), np.zeros(grid.n - 1, dtype)
+        return tabulated_pair_potential(grid, prior, prior_term), np.zeros(grid.n - 1, dtype)
     spec = uf3_model.UF3Spec(pair_cutoff=model["pair_cutoff"], leg_cutoff=model["leg_cutoff"],
                              n_pair=model["pair_intervals"], n_leg=model["leg_intervals"], n_jk=model["jk_intervals"])
     spline = uf3_model.UF3Model(spec)
@@ -88,7 +98,13 @@ def build(config):
         jax.config.update("jax_enable_x64", True)
     positions, box = starting_configuration(system["configuration"])
     kT = md.kT_from_temperature(system["temperature"])
-    potential, params = potential_and_params(model, dtype)
+    if training["method"] == "ibi":
+        ibi = config["ibi"]
+        n_knots = int(round((ibi["r_max"] - ibi["r_min"]) / ibi["spacing"])) + 1
+        grid = pair_spline.pair_spline_grid(ibi["r_min"], ibi["r_max"], n_knots)
+        potential = tabulated_pair_potential(grid)
+    else:
+        potential, params = potential_and_params(model, dtype)
     rdf_centers = bin_centers(0.0, target["rdf_max"], target["rdf_bins"])
     adf_centers = bin_centers(0.0, np.pi, target["adf_bins"])
     leg, width = target["adf_leg_cutoff"], target["adf_cutoff_width"]
@@ -101,14 +117,20 @@ def build(config):
         Target("pressure", np.array(target["pressure_bar"] * BAR), target["gamma_pressure"],
                observable=lambda p, state: pressure(potential.energy, p, state, kT=kT)),
     ]
-    schedule = optax.exponential_decay(training["learning_rate"], training["decay_updates"], 0.01)
-    optimizer = optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"])
     integrator = md.NoseHooverChain(sampling["dt"], kT, sampling["tau"], chain_length=sampling["chain_length"])
-    trainer = Trainer(potential, targets, optimizer,
-                      SamplingConfig(integrator, sampling["n_equilibration"], sampling["n_frames"], sampling["stride"],
-                                     skin=sampling["skin"], dtype=dtype, device=sampling["device"]),
-                      box=box, masses=system["mass"], kT=kT, chunk_size=training["chunk_size"],
-                      resample_threshold=training["resample_threshold"])
+    sampling_config = SamplingConfig(integrator, sampling["n_equilibration"], sampling["n_frames"], sampling["stride"],
+                                     skin=sampling["skin"], dtype=dtype, device=sampling["device"])
+    if training["method"] == "ibi":
+        trainer = IBITrainer(potential, targets, sampling_config, box, system["mass"], kT,
+                             np.linspace(ibi["r_min"], ibi["r_max"], n_knots), rdf_centers, lam=ibi["lam"],
+                             pressure_factor=ibi["pressure_factor"], max_amplitude=ibi["max_amplitude"],
+                             patience=ibi["patience"], chunk_size=training["chunk_size"])
+        params = trainer.initial_params(dtype)
+    else:
+        schedule = optax.exponential_decay(training["learning_rate"], training["decay_updates"], 0.01)
+        optimizer = optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"])
+        trainer = Trainer(potential, targets, optimizer, sampling_config, box=box, masses=system["mass"], kT=kT,
+                          chunk_size=training["chunk_size"], resample_threshold=training["resample_threshold"])
 
     def report(trainer, state, metrics, out_dir):
         """Predictions with standard errors, MSEs against experiment, plots, params.npz."""

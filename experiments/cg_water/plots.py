@@ -2,9 +2,9 @@
 import numpy as np
 
 from difftre import plots
+from difftre.md import BAR
 from difftre.plots import plt
 
-BAR = 0.0602214   # kJ mol^-1 nm^-3
 
 
 def write_plots(out_dir, metrics, rdf_centers, adf_centers, targets):
