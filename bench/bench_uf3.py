@@ -21,6 +21,15 @@ variant), difftre on one core (threading off) and, in a child process, on two Nu
 Run: ``python bench/bench_uf3.py [steps] [rounds] [water|diamond|all] [--no-threads]``; prints
 steps/s of each engine, their ratio and each engine's potential energy after the run (equal when
 both integrate the same trajectory).
+
+``python bench/bench_uf3.py --reweighting [n_states] [rounds]``: the linear path of the trainer
+(difftre.uf3.uf3_potential + pressure_target, an RDF (100 bins) and an ADF (150 bins) target as
+fixed per-state features): the time of one jitted loss + gradient (Trainer._value_and_grad, the
+whole per-update reweighting) over n_states (default 600) stored 901-bead water states, and the
+bytes of the stored per-state inputs for 600 water states and 2400 diamond states (Born features
+of stiffness_target). Feature values are drawn at random with the exact shapes (the time of the
+dot products does not depend on them; the features of real states are tested in
+tests/test_uf3_training.py).
 """
 import ctypes
 import json
@@ -197,8 +206,97 @@ def main(steps=1000, rounds=3, names=("water", "diamond"), threads=True):
     return results
 
 
+def _state_template(positions, box, spec):
+    import jax
+    import jax.numpy as jnp
+    from difftre.models.state import State
+    n = len(positions)
+    capacity = 8 * (int(1.5 * 4 / 3 * np.pi * spec.neighbor_cutoff ** 3 * n / np.prod(box)) // 8 + 1)
+    return State(jax.ShapeDtypeStruct((n, 3), jnp.float64), jax.ShapeDtypeStruct((3,), jnp.float64),
+                 jax.ShapeDtypeStruct((n, capacity), jnp.int32))
+
+
+def _bytes(tree):
+    import jax
+    return sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def stored_bytes():
+    """{system: bytes per state of the stored inputs} (jax.eval_shape of the features, no evaluation)."""
+    import jax
+    from difftre.models import priors
+    water_prior = priors.repulsive(1.0, 0.3165, 0.6, dtype=np.float64)
+    spec = uf3.WATER_SPEC
+    positions, box, _ = water_start()
+    template = _state_template(positions, box, spec)
+    potential = glue.uf3_potential(spec, water_prior)
+    water = {"model (U_prior, Phi)": _bytes(jax.eval_shape(potential.features, template)),
+             "pressure (virial features)": _bytes(jax.eval_shape(
+                 glue.pressure_target("p", 0.0, spec, water_prior, kT=2.494).features, template)),
+             "RDF 100 bins + ADF 150 bins": 250 * 8}
+    dspec = DIAMOND_SPEC
+    positions, box, _ = diamond_start()
+    template = _state_template(positions, box, dspec)
+    potential = glue.uf3_potential(dspec)
+    kT = BOLTZMANN * 298.15
+    diamond = {"model (U_prior, Phi)": _bytes(jax.eval_shape(potential.features, template)),
+               "stiffness (virial + Born features)": _bytes(jax.eval_shape(
+                   glue.stiffness_target("c", np.zeros((3, 3, 3, 3)), dspec, kT, len(positions), box).features,
+                   template)),
+               "pressure (virial features)": _bytes(jax.eval_shape(
+                   glue.pressure_target("p", 0.0, dspec, kT=kT).features, template))}
+    return {"water": water, "diamond": diamond, "spec_n_free": {"water": spec.n_free, "diamond": dspec.n_free}}
+
+
+def reweighting_seconds(n_states=600, rounds=20):
+    """Median seconds of one loss + gradient of the trainer's linear path over n_states water states."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    jax.config.update("jax_enable_x64", True)
+    from difftre.models import priors
+    from difftre.trainer import SamplingConfig, Target, Trainer
+    spec = uf3.WATER_SPEC
+    prior = priors.repulsive(1.0, 0.3165, 0.6, dtype=np.float64)
+    potential = glue.uf3_potential(spec, prior)
+    targets = [Target("rdf", np.ones(100), features=lambda s: s), Target("adf", np.ones(150), features=lambda s: s),
+               glue.pressure_target("pressure", 0.0, spec, prior, kT=2.494, gamma=1e-6)]
+    trainer = Trainer(potential, targets, optax.adam(1e-3), SamplingConfig(md.VelocityVerlet(0.002), 0, 1, 1),
+                      box=np.full(3, 3.0), masses=18.0154, kT=2.494)
+    rng = np.random.default_rng(0)
+    theta = jnp.asarray(benchmark_theta(spec))
+    phi = jnp.asarray(rng.normal(1.0, 0.01, (n_states, spec.n_free)))
+    model_inputs = (jnp.asarray(rng.normal(100.0, 1.0, n_states)), phi)
+    reference = potential.energy_from_features(theta, model_inputs)
+    trainer._model_inputs = model_inputs
+    trainer._target_inputs = {"rdf": jnp.asarray(rng.random((n_states, 100))),
+                              "adf": jnp.asarray(rng.random((n_states, 150))),
+                              "pressure": {"constant": jnp.asarray(rng.normal(0, 10, n_states)),
+                                           "linear": jnp.asarray(rng.normal(0, 1, (n_states, spec.n_free)))}}
+    args = (trainer._model_inputs, reference, trainer._target_inputs)
+    jax.block_until_ready(trainer._value_and_grad(theta + 0.01, *args))     # compile
+    times = []
+    for k in range(rounds):
+        start = time.perf_counter()
+        jax.block_until_ready(trainer._value_and_grad(theta + 0.001 * k, *args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--difftre-only":
+    if len(sys.argv) > 1 and sys.argv[1] == "--reweighting":
+        numbers = [int(a) for a in sys.argv[2:4]]
+        n_states = numbers[0] if numbers else 600
+        seconds = reweighting_seconds(n_states, *(numbers[1:2]))
+        print(f"linear-path loss + gradient, {n_states} water states (901 beads, n_free = {uf3.WATER_SPEC.n_free}): "
+              f"{seconds * 1e3:.2f} ms (median); load {os.getloadavg()[0]:.2f}")
+        sizes = stored_bytes()
+        for system, count in (("water", 600), ("diamond", 2400)):
+            total = sum(sizes[system].values())
+            parts = ", ".join(f"{k} {v * count / 2 ** 20:.1f} MiB" for k, v in sizes[system].items())
+            print(f"stored per-state inputs, {count} {system} states (n_free = {sizes['spec_n_free'][system]}): "
+                  f"{total * count / 2 ** 20:.1f} MiB ({parts})")
+    elif len(sys.argv) > 1 and sys.argv[1] == "--difftre-only":
         name, steps, rounds = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
         spec, theta, positions, box, velocities, mass, dt, skin = case(name)
         rate, energy = difftre_steps_per_second(spec, theta, positions, box, velocities, mass, dt, skin, steps,
