@@ -146,7 +146,7 @@ def jax_forces(n, replicas, dtype, steps):
     from difftre.models import mlp, priors
     jax.config.update("jax_enable_x64", True)
     params = mlp.init_mlp(jax.random.PRNGKey(0), [1, 100, 100, 1], dtype)
-    prior = priors.harmonic_external(150.0, [0.5], dtype=dtype)
+    prior = priors.harmonic(150.0, [0.5], dtype=dtype)
 
     def energy(p, state):
         return mlp.mlp_external_energy(p, state) + prior(p, state)

@@ -9,7 +9,6 @@
 import argparse
 import json
 import sys
-import warnings
 
 
 def _int_at_least(minimum):
@@ -138,6 +137,9 @@ def _run_experiment(args, parser):
     from difftre.config import ConfigError
     from difftre.io import InputFileError
 
+    if args.quiet:
+        from difftre.kernels.jit import compile_notice
+        compile_notice(False)
     try:
         overrides = dict(runner.parse_override(text) for text in args.overrides)
         for key, value in (("system.seed", args.seed), ("training.n_updates", args.updates),
@@ -202,11 +204,6 @@ def _bench_md(args, parser):
 
 
 def main(argv=None):
-    try:   # Numba's note on first-class function types (which the kernels use) is noise here
-        from numba.core.errors import NumbaExperimentalFeatureWarning
-        warnings.filterwarnings("ignore", category=NumbaExperimentalFeatureWarning)
-    except ImportError:
-        pass
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.handler(args, args.owner)   # the sub-parser that owns the arguments reports their errors

@@ -44,7 +44,7 @@ class Potential:
 
 def external_spline_with_harmonic_prior(grid, prior_k, prior_center, dtype):
     """1-D spline model on `grid` plus the prior 0.5 k (x - c)^2 (the double well: k = 150, c = 0.5)."""
-    prior = priors.harmonic_external(prior_k, [prior_center], dtype=dtype)
+    prior = priors.harmonic(prior_k, [prior_center], dtype=dtype)
     model = spline.external_spline(grid)
 
     def energy(params, state):

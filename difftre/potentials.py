@@ -127,14 +127,14 @@ RECORDS = {record.name: record for record in (
                     positive=("epsilon", "sigma", "a"), constants=dict(manybody.SW_SILICON)),
     PotentialRecord("harmonic", ("k", "center"), external.harmonic,
                     pack=lambda p: np.concatenate([[p["k"]], np.atleast_1d(p["center"])]), cutoff=None,
-                    positive=("k",), jax_name="harmonic_external"),
+                    positive=("k",)),
 )}
 
 
-def lennard_jones(epsilon, sigma, cutoff, shifted=False):
+def lennard_jones(epsilon, sigma, cutoff, shift=False):
     """Lennard-Jones 4 epsilon [(sigma/r)^12 - (sigma/r)^6] (epsilon kJ/mol; sigma, cutoff nm), truncated at
     cutoff and, if asked, shifted to zero there."""
-    return RECORDS["lennard_jones_shifted" if shifted else "lennard_jones"].numba_term(epsilon, sigma, cutoff)
+    return RECORDS["lennard_jones_shifted" if shift else "lennard_jones"].numba_term(epsilon, sigma, cutoff)
 
 
 def repulsive(epsilon, sigma, cutoff, exponent=12.0):

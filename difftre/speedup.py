@@ -77,7 +77,7 @@ def run(n_particles=1000, n_states=10, n_equilibration_states=1, lengths=(5, 10,
     kT, mass, box = 1.0, 1.0, np.array([1.0])
     grid = np.linspace(0.0, 1.0, 101)
     target = jnp.asarray(double_well_density(grid, 0.01))
-    prior = priors.harmonic_external(PRIOR_K, [PRIOR_CENTER], dtype=dtype)
+    prior = priors.harmonic(PRIOR_K, [PRIOR_CENTER], dtype=dtype)
 
     def energy(params, state):
         return mlp.mlp_external_energy(params, state) + prior(params, state)

@@ -19,7 +19,7 @@ from .geometry import neighbor_distances, pair_energy, state_arrays, wrap
 from .precision import check_dtype
 
 
-def harmonic_external(k, center, *, dtype):
+def harmonic(k, center, *, dtype):
     """U = sum_i 0.5 k |x_i - center|^2 with x_i wrapped into [0, L) (twin of ``md.harmonic``).
 
     k in kJ/mol/nm^2 (kT/length^2 for the toys), center a scalar or (dim,) vector (nm). The

@@ -1,9 +1,5 @@
-import warnings
-
 import numpy as np
 import pytest
-
-warnings.filterwarnings("ignore", message="First-class function type feature is experimental")
 
 
 def lattice_positions(n_side, box_length, jitter, rng):

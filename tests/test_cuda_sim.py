@@ -199,7 +199,7 @@ if RUN_ENGINE_TESTS:
 
     FORCE_FIELDS = {
         "lj": LJ,
-        "lj_shifted": lambda: md.ForceField([md.lennard_jones(1.2, 0.3, 0.6, shifted=True)]),
+        "lj_shifted": lambda: md.ForceField([md.lennard_jones(1.2, 0.3, 0.6, shift=True)]),
         "repulsive": lambda: md.ForceField([md.repulsive(1.0, 0.28, 0.6)]),
         "tabulated": lambda: md.ForceField([md.tabulated_pair(*smooth_pair_table())]),
         "lj_plus_tabulated": lambda: md.ForceField([md.lennard_jones(0.5, 0.3, 0.5),
@@ -358,7 +358,7 @@ if RUN_ENGINE_TESTS:
         """Segments of a Nose-Hoover run (shifted LJ, started at twice the bath temperature): every segment
         equals the CPU sampler's, and K + U + chain energy stays constant while K + U changes a lot."""
         positions, box = configurations("lj", rng, replicas=1)
-        ff = md.ForceField([md.lennard_jones(1.0, 0.3, 0.6, shifted=True)])
+        ff = md.ForceField([md.lennard_jones(1.0, 0.3, 0.6, shift=True)])
         integrator = md.NoseHooverChain(0.002, 2.5, 0.02, chain_length=3)
         gpu = CudaSampler(ff, integrator, skin=0.05, replicas=1, threads=16)
         state = gpu.init_state(positions, box, 12.0, seed=5, kT=5.0)
@@ -484,12 +484,12 @@ if RUN_ENGINE_TESTS:
         from difftre.models import mlp, priors
         jax.config.update("jax_enable_x64", True)
         params = mlp.init_mlp(jax.random.PRNGKey(0), [1, 8, 8, 1], dtype)
-        prior = priors.harmonic_external(150.0, [0.5], dtype=dtype)
+        prior = priors.harmonic(150.0, [0.5], dtype=dtype)
 
-        def energy(p, x, box):
-            u = mlp.mlp_external_energy(p, x, box) + prior(x, box)
+        def energy(p, state):
+            u = mlp.mlp_external_energy(p, state) + prior(p, state)
             if blow_up_below is not None:   # NaN energy and force once a particle passes below the threshold
-                u = u + jax.numpy.sum(jax.numpy.sqrt(x - blow_up_below))
+                u = u + jax.numpy.sum(jax.numpy.sqrt(state.positions - blow_up_below))
             return u
         return md.ForceField([bridge.jax_force_term(energy, params)])
 
@@ -511,10 +511,12 @@ if RUN_ENGINE_TESTS:
         assert not np.allclose(trajectory.positions[0], trajectory.positions[1])   # replicas differ
         import jax
         from difftre import bridge
+        from difftre.models.state import State
         energy_fn, params = bridge.jax_term_model(gpu.force_field.system_terms[0])
         energies, forces, virial = gpu.evaluate(state)
         for r in range(2):
-            energy, gradient = jax.value_and_grad(energy_fn, argnums=1)(params, state.positions[r], state.box[r])
+            energy, gradient = jax.value_and_grad(lambda x: energy_fn(params, State(x, state.box[r])))(
+                state.positions[r])
             assert energies[r] == pytest.approx(float(energy), rel=1e-12)
             np.testing.assert_allclose(forces[r], -np.asarray(gradient), rtol=1e-12)
         assert np.all(np.isnan(virial))
@@ -553,14 +555,14 @@ if RUN_ENGINE_TESTS:
     # ------------------------------------------------------------------ DiffTRe training on the CUDA sampler
 
     def small_double_well(device):
-        from difftre.config import load_config
+        from difftre import runner
         from difftre.experiments import double_well
-        config = load_config(double_well.DEFAULT_CONFIG, double_well.SCHEMA)
-        config["system"]["n_particles"] = 12
-        config["sampling"].update(n_equilibration=20, n_frames=4, stride=5, device=device)
-        config["training"].update(resample_threshold=1.0, chunk_size=4)   # re-sample at every update after the first
-        trainer, params, positions, *_ = double_well.build(config)
-        return trainer, params, positions
+        _, config = runner.resolve("double-well", overrides={
+            "system.n_particles": 12, "sampling.n_equilibration": 20, "sampling.n_frames": 4, "sampling.stride": 5,
+            "sampling.device": device,
+            "training.resample_threshold": 1.0, "training.chunk_size": 4})   # re-sample at every update after the first
+        built = double_well.build(config)
+        return built.trainer, built.params, built.positions
 
     def test_training_on_the_cuda_sampler_equals_cpu_training():
         """Three double-well updates (two re-sampled): the CUDA sampler continues the CPU state and random
@@ -575,7 +577,7 @@ if RUN_ENGINE_TESTS:
         assert [m["resampled"] for m in gpu_metrics] == [False, True, True]
         np.testing.assert_allclose([m["loss"] for m in gpu_metrics], [m["loss"] for m in cpu_metrics], rtol=1e-10)
         np.testing.assert_allclose(np.asarray(gpu_state.params), np.asarray(cpu_state.params), rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(np.asarray(gpu_state.positions), np.asarray(cpu_state.positions), atol=1e-12)
+        np.testing.assert_allclose(np.asarray(gpu_state.states.positions), np.asarray(cpu_state.states.positions), atol=1e-12)
         np.testing.assert_allclose(gpu_state.sampler_state.velocities, cpu_state.sampler_state.velocities, atol=1e-10)
         assert gpu_state.sampler_state.step == cpu_state.sampler_state.step == 3 * (20 + 4 * 5)
 

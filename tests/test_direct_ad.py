@@ -19,7 +19,7 @@ K = 150.0   # the double-well prior's spring (kT / length^2)
 
 
 def mlp_and_prior(params, state):
-    return mlp.mlp_external_energy(params, state) + priors.harmonic_external(K, [0.5], dtype=np.float64)(params, state)
+    return mlp.mlp_external_energy(params, state) + priors.harmonic(K, [0.5], dtype=np.float64)(params, state)
 
 
 @pytest.fixture(scope="module")

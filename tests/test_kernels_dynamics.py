@@ -24,7 +24,7 @@ def lj_liquid():
     """216 LJ particles at rho* = 0.8442 equilibrated at T* = 0.72 (shifted LJ, rc = 2.5)."""
     n_side = 6
     box = np.full(3, (n_side ** 3 / LJ_DENSITY) ** (1 / 3))
-    ff = md.ForceField([md.lennard_jones(1.0, 1.0, 2.5, shifted=True)])
+    ff = md.ForceField([md.lennard_jones(1.0, 1.0, 2.5, shift=True)])
     sampler = md.Sampler(ff, md.Langevin(dt=0.005, kT=0.72, friction=1.0), skin=0.3)
     state = sampler.init_state(lattice_positions(n_side, box[0], 0.0, np.random.default_rng(1)), box, 1.0, seed=1)
     _, state = sampler.run(state, n_equilibration=2000, n_frames=0, stride=1)

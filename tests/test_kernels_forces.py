@@ -41,7 +41,7 @@ def smooth_pair_table():
 
 FORCE_FIELDS = {
     "lj": lambda: md.ForceField([md.lennard_jones(1.2, 0.35, 0.9)]),
-    "lj_shifted": lambda: md.ForceField([md.lennard_jones(1.2, 0.35, 0.9, shifted=True)]),
+    "lj_shifted": lambda: md.ForceField([md.lennard_jones(1.2, 0.35, 0.9, shift=True)]),
     "repulsive": lambda: md.ForceField([md.repulsive(1.0, 0.3165, 0.9)]),
     "tabulated": lambda: md.ForceField([md.tabulated_pair(*smooth_pair_table())]),
     "stillinger_weber": lambda: md.ForceField([md.stillinger_weber(200.0, 0.14)]),

@@ -6,7 +6,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from difftre.models.geometry import dense_neighbor_list  # noqa: E402
-from difftre.models.priors import harmonic_external, lennard_jones, repulsive, stillinger_weber  # noqa: E402
+from difftre.models.priors import harmonic, lennard_jones, repulsive, stillinger_weber  # noqa: E402
 from difftre.models.state import State  # noqa: E402
 
 EV = 96.485332  # kJ/mol per eV
@@ -51,11 +51,11 @@ def check_forces(energy_fn, pos, box, nbrs, atoms=range(4), eps=1e-6, rtol=1e-6)
             np.testing.assert_allclose(force[i, d], fd, rtol=rtol, atol=rtol * np.abs(force).max())
 
 
-def test_harmonic_external():
-    energy_fn = harmonic_external(150.0, 0.5, dtype=np.float64)   # the double-well prior 75 (x - 0.5)^2
+def test_harmonic():
+    energy_fn = harmonic(150.0, 0.5, dtype=np.float64)   # the double-well prior 75 (x - 0.5)^2
     x = np.array([[0.3], [1.7], [-0.1]])
     np.testing.assert_allclose(at(energy_fn, x, np.ones(1)), 75 * np.sum((x % 1.0 - 0.5) ** 2), rtol=1e-12)
-    energy_3d = harmonic_external(3.0, np.array([1.0, 2.0, 0.5]), dtype=np.float64)
+    energy_3d = harmonic(3.0, np.array([1.0, 2.0, 0.5]), dtype=np.float64)
     pos = np.random.default_rng(0).uniform(-3, 6, (6, 3))
     check_forces(energy_3d, pos, np.array([2.0, 3.0, 2.5]), None, atoms=range(6))
 

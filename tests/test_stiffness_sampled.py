@@ -78,7 +78,7 @@ def rotated_fcc():
 def sample(deformation, n_frames, stride, seed):
     """NVT trajectory of the crystal with positions and box scaled by diag(deformation)."""
     positions, box = rotated_fcc()
-    sampler = md.Sampler(md.ForceField([md.lennard_jones(1.0, 1.0, RC, shifted=True)]),
+    sampler = md.Sampler(md.ForceField([md.lennard_jones(1.0, 1.0, RC, shift=True)]),
                          md.Langevin(dt=DT, kT=KT, friction=FRICTION), skin=SKIN)
     state = sampler.init_state(positions * deformation, box * deformation, masses=1.0, seed=seed)
     trajectory, _ = sampler.run(state, EQUILIBRATION, n_frames, stride, record_velocities=True)
