@@ -74,6 +74,6 @@ def test_readme_quick_start_runs_and_gives_a_thermostatted_liquid():
     namespace = {}
     exec(compile(readme_quick_start(), "README.md quick-start", "exec"), namespace)
     T, P = namespace["T"], namespace["P"]
-    assert T.shape == P.shape == (400,)
+    assert T.shape == P.shape == (1000,)
     assert T.mean() == pytest.approx(1.0, abs=0.03)            # Langevin at kT* = 1, 1500 degrees of freedom
     assert 1.5 < P.mean() < 3.5                                 # dense LJ liquid, truncated at 2.5 sigma: P* about 2.5
