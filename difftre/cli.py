@@ -124,6 +124,8 @@ def build_parser():
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--write-trajectory", action="store_true",
                      help="also write the last reference trajectory as --out/trajectory.extxyz (ASE)")
+    run.add_argument("--debug", action="store_true",
+                     help="show the traceback of an error (default: one line naming the file, field or update)")
     run.set_defaults(handler=_run_experiment, owner=run)
 
     listing = commands.add_parser("experiments", help="list the experiments 'difftre run' knows",
@@ -132,10 +134,26 @@ def build_parser():
     return parser
 
 
-def _run_experiment(args, parser):
-    from difftre import runner
+def expected_failures():
+    """The errors of bad input or of a run that cannot go on, each reported as one line (exit status 2):
+    configuration and resource refusals, input files, the run folder, a simulation blow-up, a
+    non-finite loss or parameters, a refused allocation."""
+    from difftre import md, runner, trainer
     from difftre.config import ConfigError
     from difftre.io import InputFileError
+
+    return (ConfigError, InputFileError, runner.RunFolderError, md.SimulationError, trainer.BlowUpError,
+            FloatingPointError, MemoryError)
+
+
+def _one_line(error):
+    """The error's message on one line (its type where it has none, as MemoryError often)."""
+    text = " ".join(str(error).split())
+    return text if text else f"{type(error).__name__} (no message)"
+
+
+def _run_experiment(args, parser):
+    from difftre import runner
 
     if args.quiet:
         from difftre.kernels.jit import compile_notice
@@ -149,8 +167,10 @@ def _run_experiment(args, parser):
         summary = runner.run(args.experiment, args.out, config_file=args.config, overrides=overrides,
                              resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
                              write_trajectory=args.write_trajectory, preset=args.preset)
-    except (ConfigError, runner.RunFolderError, InputFileError) as error:
-        parser.error(str(error))
+    except expected_failures() as error:
+        if args.debug:
+            raise
+        parser.exit(2, f"{parser.prog}: error: {_one_line(error)}\n")
     except KeyboardInterrupt:
         print(f"interrupted; {args.out}/checkpoint.npz holds the last complete update (continue with --resume)",
               file=sys.stderr)

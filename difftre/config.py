@@ -3,7 +3,9 @@ so that a missing or mistyped field, a wrong type or an impossible value is one 
 the file, the field and the rule.
 
 A schema is {section: {field: (type, rule or None)}}; a rule is a set of allowed values or a
-``Rule`` (a check and the words that name it: "must be positive").
+``Rule`` (a check and the words that name it: "must be in (0, 1e5]"). Every float must be finite,
+whatever its rule. Checks that involve several fields or the machine (sizes, memory, time step
+against the system) are ``difftre.resources``'s and the experiments' ``check_resources``.
 """
 import math
 import re
@@ -26,15 +28,41 @@ non_negative = Rule(lambda value: value >= 0, "non-negative")
 
 
 def in_range(low, high, closed_low=True, closed_high=True):
-    """The rule low <= value <= high (each end open or closed)."""
+    """The rule low <= value <= high (each end open or closed), named "in [low, high]"."""
     brackets = ("[" if closed_low else "(", "]" if closed_high else ")")
+    text = lambda bound: f"{bound:g}" if isinstance(bound, float) else str(bound)
     return Rule(lambda value: (low <= value if closed_low else low < value)
                 and (value <= high if closed_high else value < high),
-                f"in {brackets[0]}{low}, {high}{brackets[1]}")
+                f"in {brackets[0]}{text(low)}, {text(high)}{brackets[1]}")
 
 
-def at_least(low):
-    return Rule(lambda value: value >= low, f">= {low}")
+def positive_up_to(high):
+    """The rule 0 < value <= high."""
+    return in_range(0, high, closed_low=False)
+
+
+def path_or_empty(suffix):
+    """The rule: "" (the packaged default) or the path of a file ending in ``suffix``."""
+    return Rule(lambda value: value == "" or value.endswith(suffix), f"\"\" or a path ending in {suffix}")
+
+
+# Fields every DiffTRe experiment shares (the runner's contract), spread into each schema's sections.
+SEED_FIELD = {"seed": (int, in_range(0, 2 ** 32 - 1))}
+TRAJECTORY_FIELDS = {"n_equilibration": (int, in_range(0, 10 ** 9)), "n_frames": (int, in_range(1, 10 ** 7)),
+                     "stride": (int, in_range(1, 10 ** 6)), "dtype": (str, {"float32", "float64"}),
+                     "device": (str, {"cpu", "cuda"})}
+TRAINING_FIELDS = {"n_updates": (int, in_range(0, 10 ** 6)), "learning_rate": (float, positive_up_to(100.0)),
+                   "decay_updates": (int, in_range(1, 10 ** 6)),
+                   "adam_b1": (float, in_range(0, 1, closed_high=False)),
+                   "adam_b2": (float, in_range(0, 1, closed_high=False)),
+                   "smoothness": (float, in_range(0.0, 1e6)),
+                   "resample_threshold": (float, in_range(0, 1, closed_low=False)),
+                   "chunk_size": (int, in_range(1, 10 ** 5))}
+
+
+def refuse(source, field, value, rule):
+    """The ConfigError of ``field`` = ``value`` breaking ``rule`` (words completing "must be ...")."""
+    return ConfigError(f"{source}: field {field} = {value!r} must be {rule}")
 
 
 def read_toml(path):
@@ -55,12 +83,21 @@ def read_toml(path):
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        line = re.search(r"line (\d+)", str(error))
-        where = ""
-        if line:
-            content = text.splitlines()[int(line.group(1)) - 1:int(line.group(1))]
-            where = f" in {content[0].strip()!r}" if content else ""
-        raise ConfigError(f"{path}: not valid TOML: {error}{where}") from None
+        raise ConfigError(f"{path}: not valid TOML: {_describe_toml_error(error, text)}") from None
+
+
+def _describe_toml_error(error, text):
+    """tomllib's message with the offending line, and the key where it is defined twice."""
+    message = str(error)
+    line = re.search(r"line (\d+)", message)
+    content = text.splitlines()[int(line.group(1)) - 1:int(line.group(1))] if line else []
+    if not content:
+        return message
+    content = content[0].strip()
+    key = re.match(r"\[*\s*([^=\]]+?)\s*(=|\])", content)
+    if key and message.startswith(("Cannot overwrite a value", "Cannot declare")):
+        return f"duplicate key {key.group(1)!r} ({message} in {content!r})"
+    return f"{message} in {content!r}"
 
 
 def merge(defaults, partial, source):
@@ -107,10 +144,12 @@ def validate(config, schema, source="config"):
                 raise ConfigError(f"{source}: field {section}.{name} must be {kind.__name__}, got {value!r}")
             if kind is float and not math.isfinite(value):
                 raise ConfigError(f"{source}: field {section}.{name} = {value!r} must be finite")
-            if rule is None:
-                continue
-            ok, what = ((rule.check(value), rule.description) if isinstance(rule, Rule)
-                        else (value in rule, f"one of {sorted(rule)}"))
+            if isinstance(rule, Rule):
+                ok, what = rule.check(value), rule.description
+            elif isinstance(rule, (set, frozenset)):
+                ok, what = value in rule, f"one of {sorted(rule)}"
+            else:
+                raise TypeError(f"schema rule of {section}.{name} must be a config.Rule or a set, got {rule!r}")
             if not ok:
-                raise ConfigError(f"{source}: field {section}.{name} = {value!r} must be {what}")
+                raise refuse(source, f"{section}.{name}", value, what)
     return config

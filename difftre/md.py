@@ -33,6 +33,7 @@ from difftre.potentials import positive as _positive
 BOLTZMANN = 0.0083144626  # kJ/(mol K)
 BAR = 0.0602214           # 1 bar in kJ mol^-1 nm^-3
 DTYPES = (np.float32, np.float64)
+MAX_STEP = np.iinfo(np.int64).max   # the engines count steps in int64 (the random stream in uint64)
 
 
 class SimulationError(RuntimeError):
@@ -345,6 +346,20 @@ class SamplerBase:
         if n_equilibration < 0 or n_frames < 0 or stride < 1:
             raise ValueError(f"need n_equilibration >= 0, n_frames >= 0, stride >= 1; got "
                              f"{n_equilibration}, {n_frames}, {stride}")
+        last_step = int(np.max(state.step)) + int(n_equilibration) + int(n_frames) * int(stride)
+        if last_step > MAX_STEP:
+            raise ValueError(f"n_equilibration + n_frames * stride = {last_step - int(np.max(state.step))} steps "
+                             f"from step {int(np.max(state.step))} would pass the engines' int64 step counter "
+                             f"(at most {MAX_STEP})")
+
+    @staticmethod
+    def _check_recorded(frames, n_frames):
+        """SimulationError unless all n_frames frames were written (their energies start as NaN and every
+        recorded energy is finite), so no unwritten buffer is ever read."""
+        written = int(np.count_nonzero(np.isfinite(frames.potential_energy)))
+        if written != n_frames:
+            raise SimulationError(f"the engine recorded {written} of {n_frames} frames; the trajectory is "
+                                  f"incomplete and was not used", -1, -1)
 
     def _blow_up(self, step, particle, what, position, replica=0, failed_replicas=(0,), note=""):
         """The SimulationError of a run that failed at `step` with `particle` (and `replica`) at `position`:
@@ -438,6 +453,7 @@ class Sampler(SamplerBase):
         if failures:
             step, particle, code = min(failures)
             raise self._blow_up(step, particle, self.blow_up_reason(code, limit), state.positions[particle].tolist())
+        self._check_recorded(frames, n_frames)
         state.step += int(n_equilibration + n_frames * stride)
         return frames, state
 
@@ -450,7 +466,7 @@ class Sampler(SamplerBase):
         pairs, systems = self.force_field.kernel_terms(dtype)
         frames = Trajectory(np.empty((n_frames, n, dim), dtype),
                             np.empty((n_frames if record_velocities else 0, n, dim), dtype),
-                            np.empty(n_frames, dtype), np.empty(n_frames, dtype),
+                            np.full(n_frames, np.nan, dtype), np.empty(n_frames, dtype),
                             np.empty((n_frames, dim, dim), dtype), state.box.copy())
         status = np.zeros(3, np.int64)
         nbr_idx, _, rebuilds = engine.run(

@@ -4,10 +4,14 @@ An experiment is a package under ``experiments/`` (``difftre.experiments.NAME``,
 run as ``difftre run NAME`` with ``_`` written as ``-``) that provides
 ``DEFAULT_CONFIG`` (its ``config.toml``), ``SCHEMA`` (see ``difftre.config``) and
 ``build(config) -> Experiment``. Every experiment's schema has ``system.seed``,
-``training.n_updates`` and ``sampling.device``; the runner owns everything else:
+``training.n_updates`` and ``sampling.{device, dtype, n_equilibration, n_frames, stride}``;
+it may provide ``check_resources(config, source) -> difftre.resources.Demand`` (its cross-field
+checks and what it needs of the machine) and ``BLOW_UP_SUSPECTS`` ({field: what it is}, named
+when the first trajectory blows up). The runner owns everything else:
 
 - configuration: a partial TOML file and command-line overrides are merged onto
-  the experiment's defaults and validated once, the same way;
+  the experiment's defaults and validated once, the same way, then checked against the
+  machine (``difftre.resources``: step counts, memory, cut-offs against the box);
 - the output folder: an existing run is not overwritten without ``overwrite``;
   ``resume`` continues from its checkpoint (an error where there is none) with the
   configuration saved in the run (only ``training.n_updates`` may change); a
@@ -28,7 +32,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from difftre import config as configuration, experiments, trainer as training
+from difftre import config as configuration, experiments, md, resources, trainer as training
 
 CONFIG_NAME = "config.json"          # the merged configuration of a run, beside its checkpoint
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -119,7 +123,16 @@ def resolve(experiment, config_file=None, overrides=None, preset=None):
     config = configuration.merge(config, partial, str(config_file))
     for key, value in (overrides or {}).items():
         config = configuration.merge(config, _nested(key, value), f"override {key}")
-    return experiment, configuration.validate(config, module.SCHEMA, str(config_file or module.DEFAULT_CONFIG))
+    return experiment, checked(config, module, str(config_file or module.DEFAULT_CONFIG))
+
+
+def checked(config, module, source):
+    """``config`` validated against the experiment's schema, then its cross-field and resource checks."""
+    config = configuration.validate(config, module.SCHEMA, source)
+    check_resources = getattr(module, "check_resources", None)
+    if check_resources is not None:
+        resources.check(config, check_resources(config, source), source)
+    return config
 
 
 def _nested(dotted, value):
@@ -161,9 +174,9 @@ def run(experiment, out_dir, config_file=None, overrides=None, resume=False, ove
         if saved["experiment"] != experiment:
             raise RunFolderError(f"{out_dir} holds a {saved['experiment']} run, not {experiment}")
         module = experiment_module(saved["experiment"])
-        config = configuration.validate(configuration.merge(saved["config"], _nested(
+        config = checked(configuration.merge(saved["config"], _nested(
             "training.n_updates", (overrides or {}).get("training.n_updates", saved["config"]["training"]["n_updates"])
-        ), "override training.n_updates"), module.SCHEMA, str(out_dir / CONFIG_NAME))
+        ), "override training.n_updates"), module, str(out_dir / CONFIG_NAME))
         name = saved["experiment"]
     else:
         name, config = resolve(experiment, config_file, overrides, preset)
@@ -179,7 +192,7 @@ def run(experiment, out_dir, config_file=None, overrides=None, resume=False, ove
     _write_json(out_dir / CONFIG_NAME, {"experiment": name, "config": config})
     if not resume:
         start = time.perf_counter()
-        state = trainer.init(built.params, built.positions, seed=config["system"]["seed"])
+        state = _first_trajectory(trainer, built, config, module)
         state.wall_time_s = time.perf_counter() - start
     state = training.train(trainer, state, n_updates, out_dir, checkpoint_name=CHECKPOINT_NAME, progress=progress)
     metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
@@ -195,8 +208,35 @@ def run(experiment, out_dir, config_file=None, overrides=None, resume=False, ove
     if write_trajectory:
         from difftre.io import write_trajectory as write
         write(out_dir / "trajectory.extxyz", trainer.stored_trajectory(state))
+    _require_finite_summary(summary, out_dir)
     _write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _first_trajectory(trainer, built, config, module):
+    """``trainer.init`` at the initial parameters; a blow-up there names the configuration's likely causes."""
+    try:
+        return trainer.init(built.params, built.positions, seed=config["system"]["seed"])
+    except md.SimulationError as error:
+        suspects = getattr(module, "BLOW_UP_SUSPECTS", {})
+        values = ", ".join(f"{field} = {_field(config, field)!r} ({what})" for field, what in suspects.items())
+        hint = f"; likely causes: {values}" if values else ""
+        raise md.SimulationError(f"the first trajectory (initial parameters) failed: {error}{hint}",
+                                 error.step, error.particle) from error
+
+
+def _field(config, dotted):
+    section, name = dotted.split(".")
+    return config[section][name]
+
+
+def _require_finite_summary(summary, out_dir):
+    """FloatingPointError naming the first summary number that is not finite (nothing is written then)."""
+    for key, value in summary.items():
+        numbers = [v for v in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(v, float)]
+        if not all(np.isfinite(numbers)):
+            raise FloatingPointError(f"{out_dir}: summary value {key} = {value} is not finite; the checkpoint of "
+                                     f"the last update is usable")
 
 
 def _mean_update_times(metrics):

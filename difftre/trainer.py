@@ -18,7 +18,10 @@ features (the linear spline model: reweighting is then a dot product per state).
 A trajectory that blows up while sampling with new parameters is not kept: the
 parameters roll back to the last ones that sampled well, the update step is
 halved, and the update is retried (a few times, then the run stops with a clear
-message; the last checkpoint stays usable).
+message; the last checkpoint stays usable). An optimiser step that makes the parameters
+non-finite is retried the same way (FloatingPointError once the retries are spent); a
+non-finite loss, prediction, N_eff or gradient stops the run at once (FloatingPointError), so
+no non-finite number reaches the metrics or the checkpoint.
 """
 import copy
 import dataclasses
@@ -110,6 +113,11 @@ class TrainingState:
 
 class BlowUpError(RuntimeError):
     """Sampling kept blowing up after the allowed retries."""
+
+
+def non_finite_leaves(tree):
+    """Indices of the leaves of ``tree`` holding a value that is not finite (a number is one leaf)."""
+    return [k for k, leaf in enumerate(jax.tree.leaves(tree)) if not np.all(np.isfinite(np.asarray(leaf)))]
 
 
 class Trainer:
@@ -245,11 +253,13 @@ class Trainer:
         (loss, (parts, predictions, n_eff_after)), grads = self._value_and_grad(
             state.params, self._model_inputs, state.reference_energies, self._target_inputs)
         loss = float(loss)
-        bad = [k for k, g in enumerate(jax.tree.leaves(grads)) if not np.all(np.isfinite(np.asarray(g)))]
-        if not np.isfinite(loss) or bad:
-            raise FloatingPointError(f"update {state.update}: non-finite loss ({loss}) or gradient "
-                                     f"(parameter leaves {bad}); parameters left unchanged")
-        state.params, state.opt_state = self._next_params(state, grads, predictions)
+        for name, values in (("loss", loss), ("loss parts", parts), ("predictions", predictions),
+                             ("N_eff", (n_eff, n_eff_after)), ("gradient", grads)):
+            bad = non_finite_leaves(values)
+            if bad:
+                raise FloatingPointError(f"update {state.update}: non-finite {name} (leaves {bad}); parameters "
+                                         f"left unchanged, the last checkpoint is usable")
+        state.params, state.opt_state = self._finite_step(state, grads, predictions)
         end = time.perf_counter()
         metrics = {"step": state.update, "loss": loss, "loss_parts": {k: float(v) for k, v in parts.items()},
                    "n_eff": float(n_eff_after), "n_eff_before": n_eff, "resampled": bool(resampled),
@@ -258,6 +268,21 @@ class Trainer:
                    "predictions": {k: np.asarray(v).tolist() for k, v in predictions.items()}}
         state.update += 1
         return metrics
+
+    def _finite_step(self, state, grads, predictions):
+        """``_next_params``, retried at half the step scale while it gives non-finite parameters (as a
+        blow-up is); a FloatingPointError, parameters left unchanged, once the retries are spent."""
+        for attempt in range(self.max_blow_up_retries + 1):
+            params, opt_state = self._next_params(state, grads, predictions)
+            bad = non_finite_leaves(params)
+            if not bad:
+                return params, opt_state
+            message = f"update {state.update}: the optimiser step gave non-finite parameters (leaves {bad})"
+            if attempt == self.max_blow_up_retries:
+                raise FloatingPointError(message + "; parameters left unchanged, the last checkpoint is usable "
+                                                   "(a smaller learning rate may help)")
+            state.step_scale *= 0.5
+            tqdm.write(message + f"; retrying with half the step (scale {state.step_scale:g})")
 
     def _next_params(self, state, grads, predictions):
         """(params, opt_state) after this update: the optimiser's step on the loss gradient."""
@@ -346,10 +371,13 @@ class Trainer:
 
 def train(trainer, state, n_updates, out_dir, checkpoint_name="checkpoint.npz", progress=True):
     """Run updates until state.update == n_updates; append metrics to out_dir/metrics.jsonl and
-    checkpoint after every update (state.wall_time_s adds the time spent). Returns the state."""
+    checkpoint before the first update and after every update (state.wall_time_s adds the time
+    spent). Returns the state."""
     os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
     _truncate_metrics(metrics_path, state.update)
+    if state.update == 0:
+        trainer.save(state, os.path.join(out_dir, checkpoint_name))   # a run failing at its first update resumes
     bar = tqdm(total=n_updates, initial=state.update, disable=not progress, desc="DiffTRe", unit="update")
     with open(metrics_path, "a") as log:
         while state.update < n_updates and not trainer.converged(state):

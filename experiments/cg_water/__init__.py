@@ -14,40 +14,86 @@ import optax
 
 from difftre import md
 from difftre.md import BAR
-from difftre.config import in_range, non_negative, positive
+from difftre.config import (SEED_FIELD, TRAINING_FIELDS, TRAJECTORY_FIELDS, in_range, path_or_empty,
+                            positive_up_to, refuse)
 from difftre.ibi import IBITrainer
 from difftre.io import read_gro
 from difftre.models import pair_spline, priors, uf3 as uf3_model
 from difftre.observables import adf, adf_list_cutoff, bin_centers, load_adf_target, load_rdf_target, pressure, rdf, \
     rdf_list_cutoff
 from difftre.potential import Potential
+from difftre.resources import Demand, check_time_step
 from difftre.runner import Experiment
 from difftre.trainer import SamplingConfig, Target, Trainer
 from difftre import uf3
 
 DEFAULT_CONFIG = pathlib.Path(__file__).with_name("config.toml")
-SCHEMA = {
-    "system": {"configuration": (str, None), "mass": (float, positive), "temperature": (float, positive),
-               "seed": (int, non_negative)},
-    "target": {"rdf_bins": (int, positive), "rdf_max": (float, positive), "adf_bins": (int, positive),
-               "adf_leg_cutoff": (float, positive), "adf_cutoff_width": (float, positive),
-               "pressure_bar": (float, None), "gamma_rdf": (float, non_negative),
-               "gamma_adf": (float, non_negative), "gamma_pressure": (float, non_negative)},
-    "model": {"kind": (str, {"spline", "pair-spline"}), "prior_epsilon": (float, positive),
-              "prior_sigma": (float, positive), "pair_cutoff": (float, positive), "leg_cutoff": (float, positive),
-              "pair_intervals": (int, positive), "leg_intervals": (int, positive), "jk_intervals": (int, positive)},
-    "sampling": {"integrator": (str, {"nose-hoover"}), "chain_length": (int, positive), "tau": (float, positive),
-                 "dt": (float, positive), "n_equilibration": (int, non_negative), "n_frames": (int, positive),
-                 "stride": (int, positive), "skin": (float, positive), "dtype": (str, {"float32", "float64"}),
-                 "device": (str, {"cpu", "cuda"})},
-    "training": {"method": (str, {"difftre", "ibi"}), "n_updates": (int, non_negative), "learning_rate": (float, positive),
-                 "decay_updates": (int, positive), "adam_b1": (float, in_range(0, 1, closed_high=False)),
-                 "adam_b2": (float, in_range(0, 1, closed_high=False)), "smoothness": (float, non_negative),
-                 "resample_threshold": (float, in_range(0, 1, closed_low=False)), "chunk_size": (int, positive)},
-    "ibi": {"lam": (float, positive), "pressure_factor": (float, positive), "max_amplitude": (float, positive),
-            "r_min": (float, positive), "r_max": (float, positive), "spacing": (float, positive),
-            "patience": (int, positive)},
+SCHEMA = {   # nm, ps, u, kJ/mol, K
+    "system": {"configuration": (str, path_or_empty(".gro")), "mass": (float, in_range(1.0, 1e4)),
+               "temperature": (float, in_range(1.0, 1e5)), **SEED_FIELD},
+    "target": {"rdf_bins": (int, in_range(1, 10 ** 4)), "rdf_max": (float, positive_up_to(10.0)),
+               "adf_bins": (int, in_range(1, 10 ** 4)), "adf_leg_cutoff": (float, positive_up_to(10.0)),
+               "adf_cutoff_width": (float, positive_up_to(1.0)), "pressure_bar": (float, in_range(-1e5, 1e5)),
+               "gamma_rdf": (float, in_range(0.0, 1e6)), "gamma_adf": (float, in_range(0.0, 1e6)),
+               "gamma_pressure": (float, in_range(0.0, 1e6))},
+    "model": {"kind": (str, {"spline", "pair-spline"}), "prior_epsilon": (float, in_range(1e-3, 1e3)),
+              "prior_sigma": (float, in_range(0.01, 1.0)), "pair_cutoff": (float, positive_up_to(10.0)),
+              "leg_cutoff": (float, positive_up_to(10.0)), "pair_intervals": (int, in_range(1, 200)),
+              "leg_intervals": (int, in_range(1, 200)), "jk_intervals": (int, in_range(1, 200))},
+    "sampling": {"integrator": (str, {"nose-hoover"}), "chain_length": (int, in_range(1, 20)),
+                 "tau": (float, positive_up_to(100.0)), "dt": (float, positive_up_to(0.1)),
+                 "skin": (float, positive_up_to(1.0)), **TRAJECTORY_FIELDS},
+    "training": {"method": (str, {"difftre", "ibi"}), **TRAINING_FIELDS},
+    "ibi": {"lam": (float, positive_up_to(10.0)), "pressure_factor": (float, positive_up_to(1.0)),
+            "max_amplitude": (float, positive_up_to(100.0)), "r_min": (float, positive_up_to(10.0)),
+            "r_max": (float, positive_up_to(10.0)), "spacing": (float, in_range(1e-4, 1.0)),
+            "patience": (int, in_range(1, 10 ** 4))},
 }
+BLOW_UP_SUSPECTS = {"sampling.dt": "time step", "system.temperature": "temperature", "system.mass": "mass",
+                    "model.prior_epsilon": "prior strength", "model.prior_sigma": "prior range",
+                    "sampling.tau": "thermostat time"}
+PRIOR_REACH_KT = 10.0       # the closest approach: where the (sigma/r)^12 prior reaches 10 kT
+MAX_IBI_KNOTS = 10 ** 5
+
+
+def check_resources(config, source):
+    """CG water's cross-field rules (cut-offs against each other and the box, the IBI grid, the thermostat
+    time and the time step against the prior's stiffness at its closest approach) and its Demand."""
+    system, target, model, sampling, ibi = (config[k] for k in ("system", "target", "model", "sampling", "ibi"))
+    positions, box = starting_configuration(system["configuration"])
+    rules = (("model.prior_sigma", model["prior_sigma"] < model["pair_cutoff"], "below model.pair_cutoff"),
+             ("target.adf_cutoff_width", target["adf_cutoff_width"] < target["adf_leg_cutoff"],
+              "below target.adf_leg_cutoff"),
+             ("sampling.tau", sampling["tau"] >= 10 * sampling["dt"], "at least 10 x sampling.dt"),
+             ("ibi.r_max", ibi["r_max"] > ibi["r_min"] + ibi["spacing"], "above ibi.r_min + ibi.spacing"))
+    for field, ok, rule in rules:
+        if not ok:
+            section, name = field.split(".")
+            raise refuse(source, field, config[section][name], rule)
+    n_knots = round((ibi["r_max"] - ibi["r_min"]) / ibi["spacing"]) + 1
+    if n_knots > MAX_IBI_KNOTS:
+        raise refuse(source, "ibi.spacing", ibi["spacing"], f"at least (ibi.r_max - ibi.r_min) / {MAX_IBI_KNOTS}")
+    kT = md.kT_from_temperature(system["temperature"])
+    reach = model["prior_sigma"] * (model["prior_epsilon"] / (PRIOR_REACH_KT * kT)) ** (1 / 12)
+    pair_stiffness = 156 * PRIOR_REACH_KT * kT / reach ** 2           # U'' of eps (sigma/r)^12 there
+    check_time_step(source, sampling["dt"], system["mass"], kT, 2 * pair_stiffness, sampling["skin"],
+                    "system.mass, system.temperature, model.prior_epsilon and model.prior_sigma")
+    if config["training"]["method"] == "ibi":
+        potential_cutoff, what = ibi["r_max"], "ibi.r_max + sampling.skin"
+    elif model["kind"] == "pair-spline":
+        potential_cutoff, what = model["pair_cutoff"], "model.pair_cutoff + sampling.skin"
+    else:
+        potential_cutoff, what = max(model["pair_cutoff"], model["leg_cutoff"]), \
+            "max(model.pair_cutoff, model.leg_cutoff) + sampling.skin"
+    rdf_centers = bin_centers(0.0, target["rdf_max"], target["rdf_bins"])
+    cutoffs = {what: potential_cutoff + sampling["skin"],
+               "target.rdf_max + 8 bin widths": rdf_list_cutoff(rdf_centers),
+               "target.adf_leg_cutoff + 8 x target.adf_cutoff_width":
+                   adf_list_cutoff(target["adf_leg_cutoff"], target["adf_cutoff_width"])}
+    triplets = model["leg_intervals"] * (model["leg_intervals"] + 1) // 2 * model["jk_intervals"]
+    features = target["rdf_bins"] + target["adf_bins"] + (triplets + model["pair_intervals"]
+                                                          if model["kind"] == "spline" else 0)
+    return Demand(len(positions), tuple(box), "system.configuration", cutoffs, values_per_state=features)
 
 
 def starting_configuration(path=""):
@@ -71,22 +117,37 @@ def tabulated_pair_potential(grid, prior=None, prior_term=None):
     return Potential(energy, force_field, cutoff=grid.x_max)
 
 
+def water_prior(model, dtype):
+    """The prior epsilon (sigma/r)^12 cut at the pair cut-off: (JAX energy, Numba term)."""
+    prior_args = (model["prior_epsilon"], model["prior_sigma"], model["pair_cutoff"])
+    return priors.repulsive(*prior_args, dtype=dtype), md.repulsive(*prior_args)
+
+
 def potential_and_params(model, dtype):
     """(Potential, initial parameters: zeros, i.e. the prior alone) of the model section."""
-    prior_args = (model["prior_epsilon"], model["prior_sigma"], model["pair_cutoff"])
-    prior = priors.repulsive(*prior_args, dtype=dtype)
-    prior_term = md.repulsive(*prior_args)
+    prior, prior_term = water_prior(model, dtype)
     if model["kind"] == "pair-spline":
         grid = pair_spline.pair_spline_grid(0.2, model["pair_cutoff"], 3 * model["pair_intervals"] + 1)
         return tabulated_pair_potential(grid, prior, prior_term), np.zeros(grid.n - 1, dtype)
-    spec = uf3_model.UF3Spec(pair_cutoff=model["pair_cutoff"], leg_cutoff=model["leg_cutoff"],
-                             n_pair=model["pair_intervals"], n_leg=model["leg_intervals"], n_jk=model["jk_intervals"])
-    spline = uf3_model.UF3Model(spec)
+    spec = uf3_spec(model)
+    return (uf3.uf3_potential(spec, prior, [prior_term], cutoff=model["pair_cutoff"], dtype=dtype),
+            np.zeros(spec.n_free, dtype))
 
-    def force_field(params):
-        return md.ForceField([uf3.uf3_term(spec, np.asarray(params, np.float64), dtype), prior_term])
-    energy = lambda params, state: spline.energy(params, state) + prior(params, state)
-    return Potential(energy, force_field, cutoff=spec.neighbor_cutoff), np.zeros(spec.n_free, dtype)
+
+def uf3_spec(model):
+    """The UF3Spec of the model section (pair, leg and r_jk = 2 x leg axes)."""
+    return uf3_model.UF3Spec(pair_cutoff=model["pair_cutoff"], leg_cutoff=model["leg_cutoff"],
+                             n_pair=model["pair_intervals"], n_leg=model["leg_intervals"], n_jk=model["jk_intervals"])
+
+
+def pressure_target(potential, model, method, target, gamma, kT, dtype):
+    """The pressure target: through the UF3 model's virial features (computed once per trajectory)
+    for the spline model, through the strain derivative of the energy otherwise."""
+    if method == "difftre" and model["kind"] == "spline":
+        return uf3.pressure_target("pressure", target, uf3_spec(model), water_prior(model, dtype)[0], kT=kT,
+                                   gamma=gamma, cutoff=model["pair_cutoff"])
+    return Target("pressure", np.array(target), gamma, observable=lambda p, state: pressure(potential.energy, p,
+                                                                                             state, kT=kT))
 
 
 def build(config):
@@ -114,8 +175,8 @@ def build(config):
         Target("adf", load_adf_target(adf_centers), target["gamma_adf"],
                features=lambda state: adf(state, adf_centers, r_cut=leg, cutoff_width=width),
                cutoff=adf_list_cutoff(leg, width)),
-        Target("pressure", np.array(target["pressure_bar"] * BAR), target["gamma_pressure"],
-               observable=lambda p, state: pressure(potential.energy, p, state, kT=kT)),
+        pressure_target(potential, model, training["method"], target["pressure_bar"] * BAR,
+                        target["gamma_pressure"], kT, dtype),
     ]
     integrator = md.NoseHooverChain(sampling["dt"], kT, sampling["tau"], chain_length=sampling["chain_length"])
     sampling_config = SamplingConfig(integrator, sampling["n_equilibration"], sampling["n_frames"], sampling["stride"],

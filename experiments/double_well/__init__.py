@@ -4,6 +4,7 @@ Paper-setup section 3. Reduced units (kT = 1, box length 1, mass 1). Run with
 ``difftre run double-well --out DIR``; the default configuration is
 ``config.toml`` beside this file.
 """
+import math
 import pathlib
 
 import jax
@@ -12,32 +13,58 @@ import numpy as np
 import optax
 
 from difftre import md
-from difftre.config import Rule, in_range, non_negative, positive
+from difftre.config import (SEED_FIELD, TRAINING_FIELDS, TRAJECTORY_FIELDS, in_range, positive_up_to,
+                            refuse)
 from difftre.models.spline import SplineGrid, init_spline, roughness
 from difftre.optim import add_penalty_gradient
 from difftre.observables.density import density_profile_uniform
 from difftre.potential import external_spline_with_harmonic_prior, learned_external_profile
+from difftre.resources import Demand, check_time_step
 from difftre.runner import Experiment
 from difftre.systems import double_well_density, double_well_energy
 from difftre.trainer import SamplingConfig, Target, Trainer
 
 DEFAULT_CONFIG = pathlib.Path(__file__).with_name("config.toml")
-SCHEMA = {
-    "system": {"n_particles": (int, positive), "box_length": (float, positive), "mass": (float, positive),
-               "kT": (float, positive), "seed": (int, non_negative)},
-    "target": {"grid_points": (int, Rule(lambda n: n >= 2, ">= 2")), "smoothing": (float, positive)},
-    "model": {"control_points": (int, Rule(lambda n: n >= 4, ">= 4")), "basis": (str, {"natural", "bspline"}),
-              "init_scale": (float, non_negative),
-              "prior_k": (float, positive), "prior_center": (float, None)},
-    "sampling": {"integrator": (str, {"langevin"}), "dt": (float, positive), "friction": (float, positive),
-                 "n_equilibration": (int, non_negative), "n_frames": (int, positive), "stride": (int, positive),
-                 "dtype": (str, {"float32", "float64"}), "device": (str, {"cpu", "cuda"})},
-    "training": {"n_updates": (int, non_negative), "learning_rate": (float, positive),
-                 "decay_updates": (int, positive), "adam_b1": (float, in_range(0, 1, closed_high=False)),
-                 "adam_b2": (float, in_range(0, 1, closed_high=False)), "smoothness": (float, non_negative),
-                 "resample_threshold": (float, in_range(0, 1, closed_low=False)),
-                 "chunk_size": (int, positive)},
+SCHEMA = {   # reduced units: lengths in box lengths of the paper (1), energies in its kT (1), mass 1
+    "system": {"n_particles": (int, in_range(1, 10 ** 7)), "box_length": (float, in_range(0.1, 10.0)),
+               "mass": (float, in_range(1e-3, 1e3)), "kT": (float, in_range(0.1, 10.0)), **SEED_FIELD},
+    "target": {"grid_points": (int, in_range(2, 10 ** 5)), "smoothing": (float, positive_up_to(1.0))},
+    "model": {"control_points": (int, in_range(4, 10 ** 4)), "basis": (str, {"natural", "bspline"}),
+              "init_scale": (float, in_range(0.0, 10.0)), "prior_k": (float, in_range(1e-3, 1e6)),
+              "prior_center": (float, in_range(0.0, 10.0))},
+    "sampling": {"integrator": (str, {"langevin"}), "dt": (float, positive_up_to(1.0)),
+                 "friction": (float, positive_up_to(1e4)), **TRAJECTORY_FIELDS},
+    "training": TRAINING_FIELDS,
 }
+BLOW_UP_SUSPECTS = {"sampling.dt": "time step", "system.kT": "temperature", "system.mass": "mass",
+                    "model.prior_k": "prior strength", "model.init_scale": "initial scale"}
+DENSITY_WINDOW = 8.0        # the density observable sums each particle's Gaussian over +-8 sigma
+
+
+def check_resources(config, source):
+    """The double well's cross-field rules (smoothing and prior centre against the box, the time step
+    against the stiffest initial motion) and its Demand: the density observable's per-chunk array
+    (chunk_size x particles x grid points within the window) is the largest temporary."""
+    system, target, model, sampling = (config[k] for k in ("system", "target", "model", "sampling"))
+    length = system["box_length"]
+    if not target["smoothing"] <= length / (2 * DENSITY_WINDOW):
+        raise refuse(source, "target.smoothing", target["smoothing"],
+                     f"in (0, {length / (2 * DENSITY_WINDOW):g}] (system.box_length / 16: the Gaussian's "
+                     f"+-{DENSITY_WINDOW:g} sigma window within half the box)")
+    if not model["prior_center"] <= length:
+        raise refuse(source, "model.prior_center", model["prior_center"], f"in [0, system.box_length = {length:g}]")
+    # the initial spline's curvature: second differences of N(0, init_scale^2) knot values (sd sqrt(6) scale),
+    # 3 standard deviations, over the knot spacing squared
+    spacing = length / (model["control_points"] - 1)
+    stiffness = model["prior_k"] + 3 * 6 ** 0.5 * model["init_scale"] / spacing ** 2
+    check_time_step(source, sampling["dt"], system["mass"], system["kT"], stiffness, 0.1 * length,
+                    "system.mass, system.kT, model.prior_k, model.init_scale and model.control_points")
+    grid_spacing = length / (target["grid_points"] - 1)
+    window = 2 * math.ceil(DENSITY_WINDOW * target["smoothing"] / grid_spacing) + 1
+    temporaries = 4 * config["training"]["chunk_size"] * system["n_particles"] * window * 8
+    return Demand(system["n_particles"], (length,), "system.n_particles", values_per_state=target["grid_points"],
+                  working_bytes=temporaries, working_fields="training.chunk_size, target.smoothing, "
+                                                            "target.grid_points")
 
 
 def build(config):
