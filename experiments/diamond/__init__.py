@@ -15,9 +15,10 @@ import numpy as np
 import optax
 
 from difftre import md, systems, uf3
-from difftre.config import SEED_FIELD, TRAINING_FIELDS, TRAJECTORY_FIELDS, in_range, positive_up_to
+from difftre.config import SEED_FIELD, TRAINING_FIELDS, TRAJECTORY_FIELDS, in_range, positive_up_to, refuse
 from difftre.models import priors, uf3 as uf3_model
 from difftre.observables.elastic import cubic_constants
+from difftre.resources import Demand, check_time_step
 from difftre.runner import Experiment
 from difftre.trainer import SamplingConfig, Target, Trainer
 
@@ -31,7 +32,7 @@ SCHEMA = {   # nm, ps, u, kJ/mol, K; targets in GPa
     "target": {"c11": (float, positive_up_to(1e4)), "c12": (float, in_range(-1e4, 1e4)),
                "c44": (float, positive_up_to(1e4)), "gamma_stress": (float, in_range(0.0, 1e6)),
                "gamma_stiffness": (float, in_range(0.0, 1e6))},
-    "model": {"prior_epsilon": (float, positive_up_to(1e4)), "prior_sigma": (float, positive_up_to(1.0)),
+    "model": {"prior_epsilon": (float, in_range(1e-3, 1e4)), "prior_sigma": (float, in_range(0.01, 1.0)),
               "cutoff": (float, positive_up_to(10.0)), "r_min": (float, in_range(0.0, 10.0)),
               "pair_intervals": (int, in_range(1, 200)), "leg_intervals": (int, in_range(1, 200)),
               "jk_intervals": (int, in_range(1, 200))},
@@ -40,6 +41,31 @@ SCHEMA = {   # nm, ps, u, kJ/mol, K; targets in GPa
                  **{**TRAJECTORY_FIELDS, "dtype": (str, {"float64"})}},
     "training": TRAINING_FIELDS,
 }
+
+BLOW_UP_SUSPECTS = {"sampling.dt": "time step", "system.temperature": "temperature", "system.mass": "mass",
+                    "model.prior_epsilon": "prior strength", "model.prior_sigma": "prior range"}
+SW_BOND_CURVATURE = 20.9    # U'' of the Stillinger-Weber pair term at its minimum (1.12 sigma), epsilon / sigma^2
+SW_REACH = 1.8              # the Stillinger-Weber cut-off, in sigma
+STRESS_AND_BORN_TERMS = 9 + 21   # per-state features per coefficient: virial (3 x 3) and Born (Voigt-21) terms
+
+
+def check_resources(config, source):
+    """Diamond's cross-field rules (knots below the cut-off, the time step against the prior's bond
+    stiffness) and its Demand (the crystal's size from cells and density, without building it)."""
+    system, model, sampling = (config[k] for k in ("system", "model", "sampling"))
+    if not model["r_min"] < model["cutoff"]:
+        raise refuse(source, "model.r_min", model["r_min"], "below model.cutoff")
+    kT = md.kT_from_temperature(system["temperature"])
+    bond_stiffness = SW_BOND_CURVATURE * model["prior_epsilon"] / model["prior_sigma"] ** 2
+    check_time_step(source, sampling["dt"], system["mass"], kT, 2 * bond_stiffness, sampling["skin"],
+                    "system.mass, system.temperature, model.prior_epsilon and model.prior_sigma")
+    n = DIAMOND_BASIS_ATOMS * system["cells"] ** 3
+    edge = (n * system["mass"] * 1e-3 / AVOGADRO / system["density"] * 1e27) ** (1.0 / 3.0)
+    cutoff = max(model["cutoff"], SW_REACH * model["prior_sigma"]) + sampling["skin"]
+    n_free = model["pair_intervals"] + model["leg_intervals"] * (model["leg_intervals"] + 1) // 2 * model["jk_intervals"]
+    return Demand(n, (edge,) * 3, "system.cells",
+                  {"max(model.cutoff, 1.8 model.prior_sigma) + sampling.skin": cutoff},
+                  values_per_state=n_free * STRESS_AND_BORN_TERMS)
 
 
 def crystal(cells, density, mass):
