@@ -9,7 +9,7 @@ from difftre.config import ConfigError
 from difftre.io import InputFileError
 
 
-@pytest.mark.parametrize("kind", ["pair-spline"])
+@pytest.mark.parametrize("kind", ["spline", "pair-spline"])
 def test_quick_preset_trains_resumes_and_reports_errors(tmp_path, kind):
     out = tmp_path / "water"
     overrides = {"model.kind": kind, "training.n_updates": 2}

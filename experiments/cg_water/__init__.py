@@ -28,6 +28,8 @@ from difftre.trainer import SamplingConfig, Target, Trainer
 from difftre import uf3
 
 DEFAULT_CONFIG = pathlib.Path(__file__).with_name("config.toml")
+LEG_CAPACITY = 16   # three-body legs per bead held by the JAX features (water has about 6 within 0.37 nm);
+                    # a state with more gives NaN features and stops the update, never a silent loss
 SCHEMA = {   # nm, ps, u, kJ/mol, K
     "system": {"configuration": (str, path_or_empty(".gro")), "mass": (float, in_range(1.0, 1e4)),
                "temperature": (float, in_range(1.0, 1e5)), **SEED_FIELD},
@@ -130,7 +132,8 @@ def potential_and_params(model, dtype):
         grid = pair_spline.pair_spline_grid(0.2, model["pair_cutoff"], 3 * model["pair_intervals"] + 1)
         return tabulated_pair_potential(grid, prior, prior_term), np.zeros(grid.n - 1, dtype)
     spec = uf3_spec(model)
-    return (uf3.uf3_potential(spec, prior, [prior_term], cutoff=model["pair_cutoff"], dtype=dtype),
+    return (uf3.uf3_potential(spec, prior, [prior_term], cutoff=model["pair_cutoff"], leg_capacity=LEG_CAPACITY,
+                              dtype=dtype),
             np.zeros(spec.n_free, dtype))
 
 
@@ -145,6 +148,7 @@ def pressure_target(potential, model, method, target, gamma, kT, dtype):
     for the spline model, through the strain derivative of the energy otherwise."""
     if method == "difftre" and model["kind"] == "spline":
         return uf3.pressure_target("pressure", target, uf3_spec(model), water_prior(model, dtype)[0], kT=kT,
+                                   leg_capacity=LEG_CAPACITY,
                                    gamma=gamma, cutoff=model["pair_cutoff"])
     return Target("pressure", np.array(target), gamma, observable=lambda p, state: pressure(potential.energy, p,
                                                                                              state, kT=kT))
