@@ -8,6 +8,10 @@ Stillinger-Weber's physics is written once (`sw_bond`, `sw_two_body`, `sw_three_
 evaluated two ways: `stillinger_weber`, the CPU kernel, scatters over centre atoms;
 `stillinger_weber_on_atom` gathers the force on one atom, which is what a GPU thread computes
 (the CUDA engine compiles it through `difftre.kernels.cuda.port`; keep its signature).
+
+Shared by every many-body kernel (also difftre.kernels.uf3): `scatter_bond_gradients` (forces and
+virial of a centre atom's bonds from their energy gradients), `on_atom_chunks` (the loop over centre
+atoms, serial or split over Numba's threads) and `add_outer` (a gather's virial share).
 """
 import numpy as np
 from numba import prange
@@ -122,6 +126,126 @@ def sw_three_body(d1x, d1y, d1z, inv_r1, e1, de1, d2x, d2y, d2z, inv_r2, e2, de2
 
 
 # ---------------------------------------------------------------------------- CPU: scatter over centre atoms
+# Shared by the many-body kernels (Stillinger-Weber here, UF3 in difftre.kernels.uf3): a function
+# `atoms(params, positions, box, nbr_idx, nbr_count, first, last, forces, virial) -> energy` computes
+# the terms centred on atoms first..last-1, collects per bond of a centre atom the energy gradient, and
+# hands it to `scatter_bond_gradients`; `on_atom_chunks` runs it over all atoms, serially or in chunks.
+
+@kernel(inline="always")
+def collect_bonds(i, positions, lengths, inverse_lengths, nbr_idx, nbr_count, cutoff2, bx, by, bz, b_r2, neighbor):
+    """The bonds of centre atom i: for each listed neighbour j with |r_j - r_i|^2 < cutoff2 (nm^2; a NaN
+    distance is kept, to show up in the energy), in list order, d = r_j - r_i (minimum image, box edges
+    `lengths` and their inverses, nm) into bx, by, bz, its square into b_r2 and j into neighbor;
+    returns how many."""
+    lx, ly, lz = lengths
+    ix, iy, iz = inverse_lengths
+    xi, yi, zi = positions[i, 0], positions[i, 1], positions[i, 2]
+    n_bonds = 0
+    for jj in range(nbr_count[i]):
+        j = nbr_idx[i, jj]
+        dx = minimum_image(positions[j, 0] - xi, lx, ix)
+        dy = minimum_image(positions[j, 1] - yi, ly, iy)
+        dz = minimum_image(positions[j, 2] - zi, lz, iz)
+        r2 = dx * dx + dy * dy + dz * dz
+        bx[n_bonds] = dx
+        by[n_bonds] = dy
+        bz[n_bonds] = dz
+        b_r2[n_bonds] = r2
+        neighbor[n_bonds] = j
+        n_bonds += not r2 >= cutoff2
+    return n_bonds
+
+
+@kernel(inline="always")
+def scatter_bond_gradients(i, n_bonds, neighbor, bx, by, bz, gx, gy, gz, forces, virial):
+    """Forces and virial of the bonds of centre atom i from their energy gradients.
+
+    Bond b (b < n_bonds) is d_b = r_j - r_i = (bx, by, bz)[b] (nm) with j = neighbor[b], and
+    G_b = dU/dd_b = (gx, gy, gz)[b] (kJ/mol/nm) the gradient of the terms centred on i: adds -G_b to
+    the force on j, +sum_b G_b to the force on i (kJ/mol/nm), and W -= sum_b G_b (x) d_b to
+    virial (3, 3) (kJ/mol).
+    """
+    fxi = fyi = fzi = 0.0
+    w_xx = w_xy = w_xz = w_yx = w_yy = w_yz = w_zx = w_zy = w_zz = 0.0
+    for b in range(n_bonds):
+        j = neighbor[b]
+        g_x, g_y, g_z = gx[b], gy[b], gz[b]
+        d_x, d_y, d_z = bx[b], by[b], bz[b]
+        forces[j, 0] -= g_x
+        forces[j, 1] -= g_y
+        forces[j, 2] -= g_z
+        fxi += g_x
+        fyi += g_y
+        fzi += g_z
+        w_xx -= g_x * d_x
+        w_xy -= g_x * d_y
+        w_xz -= g_x * d_z
+        w_yx -= g_y * d_x
+        w_yy -= g_y * d_y
+        w_yz -= g_y * d_z
+        w_zx -= g_z * d_x
+        w_zy -= g_z * d_y
+        w_zz -= g_z * d_z
+    forces[i, 0] += fxi
+    forces[i, 1] += fyi
+    forces[i, 2] += fzi
+    virial[0, 0] += w_xx
+    virial[0, 1] += w_xy
+    virial[0, 2] += w_xz
+    virial[1, 0] += w_yx
+    virial[1, 1] += w_yy
+    virial[1, 2] += w_yz
+    virial[2, 0] += w_zx
+    virial[2, 1] += w_zy
+    virial[2, 2] += w_zz
+
+
+@kernel(parallel=True)
+def _chunks_in_parallel(atoms, params, positions, box, nbr_idx, nbr_count, bounds, forces, extra, energies,
+                        virials):
+    """Chunk c runs `atoms` on atoms bounds[c]..bounds[c+1]-1 and writes its forces to `forces` (c = 0) or
+    extra[c-1] (zeroed here), its energy to energies[c] and its virial to virials[c]; chunks run in parallel."""
+    for c in prange(bounds.shape[0] - 1):
+        if c == 0:
+            energies[c] = atoms(params, positions, box, nbr_idx, nbr_count, bounds[c], bounds[c + 1], forces,
+                                virials[c])
+        else:
+            out = extra[c - 1]
+            out[:] = 0.0
+            energies[c] = atoms(params, positions, box, nbr_idx, nbr_count, bounds[c], bounds[c + 1], out,
+                                virials[c])
+
+
+@kernel(inline="always")
+def on_atom_chunks(atoms, params, positions, box, nbr_idx, nbr_count, forces, virial):
+    """The many-body term `atoms` (see above) over all atoms: its energy (kJ/mol), adding forces
+    (kJ/mol/nm) and virial (kJ/mol). With DIFFTRE_PARALLEL=1 the atoms are split into chunks
+    (difftre.kernels.parallel) run on Numba's threads, and the chunks' forces, energies and virials
+    are added in chunk order.
+
+    Inlined into each potential's kernel (compiled with cache=False: whether the parallel code exists is
+    decided when it compiles, per process): a kernel passed as an argument to a function compiled on
+    its own would be compiled in as an object address, and code holding one is not cached on disk
+    (the parallel code holds one anyway, through numba.get_num_threads).
+    """
+    n = positions.shape[0]
+    if _PARALLEL:
+        chunks = parallel.n_chunks(n)
+        if chunks > 1:
+            bounds = parallel.balanced_bounds(nbr_count, chunks)
+            extra = np.empty((chunks - 1, n, 3), positions.dtype)
+            energies = np.zeros(chunks)
+            virials = np.zeros((chunks, 3, 3))
+            _chunks_in_parallel(atoms, params, positions, box, nbr_idx, nbr_count, bounds, forces, extra, energies,
+                                virials)
+            parallel.add_chunk_forces(forces, extra)
+            energy = 0.0
+            for c in range(chunks):
+                energy += energies[c]
+                virial += virials[c]
+            return energy
+    return atoms(params, positions, box, nbr_idx, nbr_count, 0, n, forces, virial)
+
 
 @kernel(fastmath=FASTMATH)
 def _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, first, last, forces, w):
@@ -134,8 +258,8 @@ def _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, first, l
     constants = sw_constants(params)
     rc = constants[1]
     rc2 = rc * rc
-    lx, ly, lz = box[0], box[1], box[2]
-    ix, iy, iz = 1.0 / lx, 1.0 / ly, 1.0 / lz
+    lengths = (box[0], box[1], box[2])
+    inverse_lengths = (1.0 / box[0], 1.0 / box[1], 1.0 / box[2])
     cap = nbr_idx.shape[1]
     dtype = np.float64   # per-bond terms and sums in double precision also for float32 positions: the
     #                      forces are small differences of large terms (float32 sums lose ~1e-3 of them)
@@ -154,22 +278,8 @@ def _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, first, l
     gz = np.empty(cap, dtype)
     zero = 0.0
     energy = zero
-    w_xx = w_xy = w_xz = w_yx = w_yy = w_yz = w_zx = w_zy = w_zz = zero
     for i in range(first, last):
-        xi, yi, zi = positions[i, 0], positions[i, 1], positions[i, 2]
-        nb = 0
-        for jj in range(nbr_count[i]):
-            j = nbr_idx[i, jj]
-            dx = minimum_image(positions[j, 0] - xi, lx, ix)
-            dy = minimum_image(positions[j, 1] - yi, ly, iy)
-            dz = minimum_image(positions[j, 2] - zi, lz, iz)
-            r2 = dx * dx + dy * dy + dz * dz
-            bx[nb] = dx
-            by[nb] = dy
-            bz[nb] = dz
-            b_r2[nb] = r2
-            b_j[nb] = j
-            nb += not r2 >= rc2          # a NaN distance stays in (and shows up in the energy)
+        nb = collect_bonds(i, positions, lengths, inverse_lengths, nbr_idx, nbr_count, rc2, bx, by, bz, b_r2, b_j)
         e_i = zero
         for b in range(nb):
             inv_r, inv_gap, e, de = sw_bond(b_r2[b], constants)
@@ -203,96 +313,28 @@ def _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, first, l
             gx[b1] += g1x
             gy[b1] += g1y
             gz[b1] += g1z
-        fxi = fyi = fzi = zero
-        for b in range(nb):
-            j = b_j[b]
-            g_x, g_y, g_z = gx[b], gy[b], gz[b]
-            d_x, d_y, d_z = bx[b], by[b], bz[b]
-            forces[j, 0] -= g_x
-            forces[j, 1] -= g_y
-            forces[j, 2] -= g_z
-            fxi += g_x
-            fyi += g_y
-            fzi += g_z
-            w_xx -= g_x * d_x
-            w_xy -= g_x * d_y
-            w_xz -= g_x * d_z
-            w_yx -= g_y * d_x
-            w_yy -= g_y * d_y
-            w_yz -= g_y * d_z
-            w_zx -= g_z * d_x
-            w_zy -= g_z * d_y
-            w_zz -= g_z * d_z
-        forces[i, 0] += fxi
-        forces[i, 1] += fyi
-        forces[i, 2] += fzi
+        scatter_bond_gradients(i, nb, b_j, bx, by, bz, gx, gy, gz, forces, w)
         energy += e_i
-    w[0, 0] += w_xx
-    w[0, 1] += w_xy
-    w[0, 2] += w_xz
-    w[1, 0] += w_yx
-    w[1, 1] += w_yy
-    w[1, 2] += w_yz
-    w[2, 0] += w_zx
-    w[2, 1] += w_zy
-    w[2, 2] += w_zz
-    return energy
-
-
-@kernel(parallel=True)
-def _stillinger_weber_chunks(params, positions, box, nbr_idx, nbr_count, bounds, forces, extra, energies, w):
-    """Chunk c covers atoms bounds[c]..bounds[c+1]-1 and writes its forces to `forces` (c = 0) or
-    extra[c-1] (zeroed here), its energy to energies[c] and its virial to w[c]; chunks run in parallel."""
-    for c in prange(bounds.shape[0] - 1):
-        if c == 0:
-            energies[c] = _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, bounds[c],
-                                                  bounds[c + 1], forces, w[c])
-        else:
-            out = extra[c - 1]
-            out[:] = 0.0
-            energies[c] = _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, bounds[c],
-                                                  bounds[c + 1], out, w[c])
-
-
-@kernel
-def _stillinger_weber_parallel(params, positions, box, nbr_idx, nbr_count, chunks, forces, virial):
-    """`stillinger_weber` in `chunks` chunks on Numba's threads (see difftre.kernels.parallel)."""
-    bounds = parallel.balanced_bounds(nbr_count, chunks)
-    extra = np.empty((chunks - 1, positions.shape[0], 3), positions.dtype)
-    energies = np.zeros(chunks)
-    w = np.zeros((chunks, 3, 3))
-    _stillinger_weber_chunks(params, positions, box, nbr_idx, nbr_count, bounds, forces, extra, energies, w)
-    parallel.add_chunk_forces(forces, extra)
-    energy = 0.0
-    for c in range(chunks):
-        energy += energies[c]
-    for c in range(1, chunks):
-        w[0] += w[c]
-    virial += w[0]
     return energy
 
 
 @kernel(cache=False)
 def stillinger_weber(params, positions, box, nbr_idx, nbr_count, forces, virial):
-    """Stillinger-Weber energy: sum_{i<j} phi2(r_ij) + sum_i sum_{j<k} phi3(r_ij, r_ik, theta_jik).
+    """Stillinger-Weber energy (kJ/mol), adding forces (kJ/mol/nm) and virial (kJ/mol):
+    sum_{i<j} phi2(r_ij) + sum_i sum_{j<k} phi3(r_ij, r_ik, theta_jik).
 
     phi2 = A eps (B (s/r)^p - (s/r)^q) exp(s / (r - a s));
     phi3 = lam eps (cos theta - cos0)^2 exp(gamma s / (r_ij - a s)) exp(gamma s / (r_ik - a s)).
-    With DIFFTRE_PARALLEL=1 the atoms are split over Numba's threads (difftre.kernels.parallel).
-    (cache=False: whether the parallel code exists is decided when it compiles, per process.)
+    With DIFFTRE_PARALLEL=1 the atoms are split over Numba's threads (`on_atom_chunks`; cache=False
+    as there).
     """
-    n = positions.shape[0]
-    if _PARALLEL:
-        chunks = parallel.n_chunks(n)
-        if chunks > 1:
-            return _stillinger_weber_parallel(params, positions, box, nbr_idx, nbr_count, chunks, forces, virial)
-    return _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, 0, n, forces, virial)
+    return on_atom_chunks(_stillinger_weber_atoms, params, positions, box, nbr_idx, nbr_count, forces, virial)
 
 
 # ---------------------------------------------------------------------------- GPU: gather per atom
 
 @kernel(inline="always")
-def _add_outer(virial, scale, ax, ay, az, bx, by, bz):
+def add_outer(virial, scale, ax, ay, az, bx, by, bz):
     """virial += scale * a (x) b (3-D)."""
     virial[0, 0] += scale * ax * bx
     virial[0, 1] += scale * ax * by
@@ -325,7 +367,7 @@ def stillinger_weber_on_atom(i, positions, box, inv_box, nbr_idx, nbr_count, par
         fx += g * dx
         fy += g * dy
         fz += g * dz
-        _add_outer(virial, -0.5 * g, dx, dy, dz, dx, dy, dz)
+        add_outer(virial, -0.5 * g, dx, dy, dz, dx, dy, dz)
         # triplets centred on i: bonds (j, k), k after j in i's row
         for kk in range(jj + 1, nbr_count[i]):
             ex, ey, ez, rk2 = displacement(positions, i, nbr_idx[i, kk], box, inv_box)
@@ -338,8 +380,8 @@ def stillinger_weber_on_atom(i, positions, box, inv_box, nbr_idx, nbr_count, par
             fx += g1x + g2x
             fy += g1y + g2y
             fz += g1z + g2z
-            _add_outer(virial, -1.0, g1x, g1y, g1z, dx, dy, dz)
-            _add_outer(virial, -1.0, g2x, g2y, g2z, ex, ey, ez)
+            add_outer(virial, -1.0, g1x, g1y, g1z, dx, dy, dz)
+            add_outer(virial, -1.0, g2x, g2y, g2z, ex, ey, ez)
         # triplets centred on j with i as one bond (j -> i is -d): i moves bond 1
         for kk in range(nbr_count[j]):
             k = nbr_idx[j, kk]

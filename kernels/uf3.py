@@ -15,22 +15,28 @@ forces and its virial W_ab = sum over bond vectors d of (-dU/dd_a) d_b (docs/DES
 Packed parameters (one flat float array, ``pack_params``):
   [0] n_types (1), [1..3] pair r_min, cut-off, n intervals, [4..6] leg r_min, cut-off,
   n intervals, [7..9] r_jk r_min, cut-off, n intervals, [10] offset of a, [11] offset of c,
-  then a (n_pair + 3,) and c (n_leg + 3, n_leg + 3, n_jk + 3) in C order, full (c[l, m, n] =
-  c[m, l, n] stored twice, trailing coefficients stored as zeros): the kernel reads the 4 x 4 x 4
-  coefficients of a triplet's intervals without re-expanding any symmetry. More particle types
-  will append one a block per type pair and one c block per type triplet.
+  [12..14] offsets of the pair, leg and r_jk power tables, then a (n_pair + 3,) and
+  c (n_leg + 3, n_leg + 3, n_jk + 3) in C order, full (c[l, m, n] = c[m, l, n] stored twice,
+  trailing coefficients stored as zeros): the kernel reads the 4 x 4 x 4 coefficients of a
+  triplet's intervals without re-expanding any symmetry; then the three axes' power tables
+  (`polynomial_table`, (n, 4, 4) each, C order), so that no kernel builds them per call. More
+  particle types will append one a block per type pair and one c block per type triplet.
+
+The physics is written once (`uf3_constants`, `uf3_basis`, `uf3_two_body`, `uf3_three_body`) and
+evaluated two ways, as Stillinger-Weber's (difftre.kernels.manybody): `uf3`, the CPU kernel, scatters
+over centre atoms; `uf3_on_atom` gathers the force on one atom, what a GPU thread computes (the CUDA
+engine compiles it through `difftre.kernels.cuda.port`, with `SCALAR_TWINS` for the vector intrinsics).
 """
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from difftre.kernels import parallel
 from difftre.kernels.jit import kernel
-from difftre.kernels.manybody import FASTMATH
-from difftre.kernels.parallel import ENABLED as _PARALLEL
-from difftre.kernels.space import minimum_image
+from difftre.kernels.manybody import (FASTMATH, add_outer, collect_bonds, on_atom_chunks,
+                                      scatter_bond_gradients)
+from difftre.kernels.space import displacement
 
 # ---- 4-wide vector helpers (a triplet's coefficient block is 4 x 4 rows of 4 contiguous doubles along
 # r_jk). Numba leaves LLVM's SLP vectoriser off, so these emit <4 x double> operations directly; a
@@ -102,14 +108,37 @@ def _scale4(typingctx, s, x):
 
 @kernel(inline="always")
 def _dot4(x, y):
+    """x . y of two 4-tuples."""
     return x[0] * y[0] + x[1] * y[1] + x[2] * y[2] + x[3] * y[3]
 
 
-HEADER_SIZE = 12
+@kernel(inline="always")
+def _load4_scalar(array, offset):
+    """`_load4` in plain arithmetic, in the array's precision."""
+    return array[offset], array[offset + 1], array[offset + 2], array[offset + 3]
+
+
+@kernel(inline="always")
+def _axpy4_scalar(acc, s, x):
+    """`_axpy4` in plain arithmetic."""
+    return acc[0] + s * x[0], acc[1] + s * x[1], acc[2] + s * x[2], acc[3] + s * x[3]
+
+
+@kernel(inline="always")
+def _scale4_scalar(s, x):
+    """`_scale4` in plain arithmetic."""
+    return s * x[0], s * x[1], s * x[2], s * x[3]
+
+
+SCALAR_TWINS = {"_load4": _load4_scalar, "_axpy4": _axpy4_scalar, "_scale4": _scale4_scalar}
+"""The vector intrinsics in plain arithmetic: difftre.kernels.cuda.port substitutes them when it compiles
+this module's functions for the GPU (an intrinsic runs neither in the CUDA simulator nor on the GPU)."""
+
+HEADER_SIZE = 15
 
 
 def pack_params(pair_axis, leg_axis, jk_axis, a, c, dtype=np.float64):
-    """The flat parameter array of the kernel.
+    """The flat parameter array of the kernel (layout in the module docstring).
 
     Args:
       pair_axis, leg_axis, jk_axis: (r_min, cutoff, n_intervals) of each spline axis (nm).
@@ -133,8 +162,10 @@ def pack_params(pair_axis, leg_axis, jk_axis, a, c, dtype=np.float64):
         raise ValueError("UF3 three-body coefficients must be symmetric in the two legs: c[l, m, n] == c[m, l, n]")
     if jk_cutoff != 2.0 * leg_cutoff:
         raise ValueError(f"UF3 r_jk cut-off {jk_cutoff} must be 2 x leg cut-off {leg_cutoff}")
-    header = [1.0] + [x for axis in axes for x in axis] + [HEADER_SIZE, HEADER_SIZE + a.size]
-    return np.concatenate([header, a, c.ravel()]).astype(dtype)
+    tables = [polynomial_table(*axis).ravel() for axis in axes]
+    offsets = np.cumsum([HEADER_SIZE, a.size, c.size] + [t.size for t in tables[:-1]])
+    header = [1.0] + [x for axis in axes for x in axis] + [float(o) for o in offsets]
+    return np.concatenate([header, a, c.ravel(), *tables]).astype(dtype)
 
 
 def neighbor_cutoff(params):
@@ -151,46 +182,6 @@ def _knot(m, r_min, h, n, cutoff):
     if q >= n:
         return cutoff
     return r_min + q * h
-
-
-@kernel(inline="always")
-def _cubic_basis(r, r_min, h, n, cutoff):
-    """Interval k and the four non-zero cubic B-splines B_k..B_{k+3} at r with their r-derivatives.
-
-    Cox-de Boor triangle on span s = k + 3 (k clipped to 0..n-1: outside the knot range the
-    end interval's polynomial is extrapolated); B'_{j} = 3 (B2_j / (t_{j+3} - t_j) - B2_{j+1} / (t_{j+4} - t_{j+1})).
-    """
-    k = int(np.floor((r - r_min) / h)) if r == r else 0
-    if k < 0:
-        k = 0
-    if k > n - 1:
-        k = n - 1
-    s = k + 3
-    left1 = r - _knot(s, r_min, h, n, cutoff)
-    left2 = r - _knot(s - 1, r_min, h, n, cutoff)
-    left3 = r - _knot(s - 2, r_min, h, n, cutoff)
-    right1 = _knot(s + 1, r_min, h, n, cutoff) - r
-    right2 = _knot(s + 2, r_min, h, n, cutoff) - r
-    right3 = _knot(s + 3, r_min, h, n, cutoff) - r
-    temp = 1.0 / (right1 + left1)
-    n0 = right1 * temp
-    n1 = left1 * temp
-    temp = n0 / (right1 + left2)
-    m0 = right1 * temp
-    saved = left2 * temp
-    temp = n1 / (right2 + left1)
-    m1 = saved + right2 * temp
-    m2 = left1 * temp
-    q0 = m0 / (right1 + left3)
-    p0 = right1 * q0
-    saved = left3 * q0
-    q1 = m1 / (right2 + left2)
-    p1 = saved + right2 * q1
-    saved = left2 * q1
-    q2 = m2 / (right3 + left1)
-    p2 = saved + right3 * q2
-    p3 = left1 * q2
-    return k, p0, p1, p2, p3, -3.0 * q0, 3.0 * (q0 - q1), 3.0 * (q1 - q2), 3.0 * q2
 
 
 @kernel
@@ -245,29 +236,6 @@ def polynomial_table(r_min, cutoff, n):
 
 
 @kernel(inline="always")
-def _poly_basis(r, table, r_min, inv_h, n):
-    """Interval k (clipped to 0..n-1: the end polynomials are extrapolated) and the four non-zero
-    B-splines B_k..B_{k+3} at r with their r-derivatives, from the power table of `polynomial_table`."""
-    x = (r - r_min) * inv_h
-    k = int(np.floor(x)) if x == x else 0
-    if k < 0:
-        k = 0
-    if k > n - 1:
-        k = n - 1
-    u = x - k
-    t = table[k]
-    p0 = t[0, 0] + u * (t[0, 1] + u * (t[0, 2] + u * t[0, 3]))
-    p1 = t[1, 0] + u * (t[1, 1] + u * (t[1, 2] + u * t[1, 3]))
-    p2 = t[2, 0] + u * (t[2, 1] + u * (t[2, 2] + u * t[2, 3]))
-    p3 = t[3, 0] + u * (t[3, 1] + u * (t[3, 2] + u * t[3, 3]))
-    d0 = (t[0, 1] + u * (2.0 * t[0, 2] + 3.0 * u * t[0, 3])) * inv_h
-    d1 = (t[1, 1] + u * (2.0 * t[1, 2] + 3.0 * u * t[1, 3])) * inv_h
-    d2 = (t[2, 1] + u * (2.0 * t[2, 2] + 3.0 * u * t[2, 3])) * inv_h
-    d3 = (t[3, 1] + u * (2.0 * t[3, 2] + 3.0 * u * t[3, 3])) * inv_h
-    return k, p0, p1, p2, p3, d0, d1, d2, d3
-
-
-@kernel(inline="always")
 def _leg_row(params, o, stride_m, b0, b1, b2, b3, d0, d1, d2, d3):
     """v_n = sum_m b_m c[o + m stride_m + n] and w_n = sum_m d_m c[...] for n = 0..3 (the second leg's
     basis values b and derivatives d contracted with one l-row of a triplet's 4 x 4 x 4 block)."""
@@ -286,6 +254,110 @@ def _leg_row(params, o, stride_m, b0, b1, b2, b3, d0, d1, d2, d3):
     return v, w
 
 
+# ---------------------------------------------------------------------------- the physics, once
+# The CPU kernel (`uf3`, a scatter over centre atoms) and the CUDA engine (`uf3_on_atom`, a gather per
+# atom, ported by difftre.kernels.cuda.port) both evaluate UF3 through these four functions.
+
+@kernel(inline="always")
+def uf3_constants(params):
+    """What the UF3 terms read, from packed params, once per call: per axis (pair, leg, r_jk) the tuple
+    (r_min (nm), cut-off (nm), 1 / h (1/nm), n intervals, offset of its power table), then the
+    offsets of a and c and the strides of c along l and m."""
+    n_pair, n_leg, n_jk = int(params[3]), int(params[6]), int(params[9])
+    pair = (params[1], params[2], params[3] / (params[2] - params[1]), n_pair, int(params[12]))
+    leg = (params[4], params[5], params[6] / (params[5] - params[4]), n_leg, int(params[13]))
+    jk = (params[7], params[8], params[9] / (params[8] - params[7]), n_jk, int(params[14]))
+    return pair, leg, jk, int(params[10]), int(params[11]), (n_leg + 3) * (n_jk + 3), n_jk + 3
+
+
+@kernel(inline="always")
+def uf3_basis(r, params, axis):
+    """(k, (B_k, .., B_{k+3}, B'_k, .., B'_{k+3})) at distance r (nm) on `axis` (from uf3_constants):
+    interval k (clipped to 0..n-1: the end polynomials are extrapolated), the four non-zero
+    B-splines and their r-derivatives (1/nm), by Horner from the axis' power table in params."""
+    r_min, cutoff, inv_h, n, table = axis
+    x = (r - r_min) * inv_h
+    k = int(np.floor(x)) if x == x else 0
+    if k < 0:
+        k = 0
+    if k > n - 1:
+        k = n - 1
+    u = x - k
+    t = table + 16 * k     # rows of B_k..B_{k+3}: power coefficients in u (4 contiguous numbers each)
+    c0 = _load4(params, t)
+    c1 = _load4(params, t + 4)
+    c2 = _load4(params, t + 8)
+    c3 = _load4(params, t + 12)
+    p0 = c0[0] + u * (c0[1] + u * (c0[2] + u * c0[3]))
+    p1 = c1[0] + u * (c1[1] + u * (c1[2] + u * c1[3]))
+    p2 = c2[0] + u * (c2[1] + u * (c2[2] + u * c2[3]))
+    p3 = c3[0] + u * (c3[1] + u * (c3[2] + u * c3[3]))
+    d0 = (c0[1] + u * (2.0 * c0[2] + 3.0 * u * c0[3])) * inv_h
+    d1 = (c1[1] + u * (2.0 * c1[2] + 3.0 * u * c1[3])) * inv_h
+    d2 = (c2[1] + u * (2.0 * c2[2] + 3.0 * u * c2[3])) * inv_h
+    d3 = (c3[1] + u * (2.0 * c3[2] + 3.0 * u * c3[3])) * inv_h
+    return k, (p0, p1, p2, p3, d0, d1, d2, d3)
+
+
+@kernel(inline="always")
+def uf3_two_body(r, inv_r, params, constants):
+    """(u (kJ/mol), (du/dr) / r (kJ/mol/nm^2)) of the pair term at distance r < pair cut-off (nm)."""
+    k, (p0, p1, p2, p3, d0, d1, d2, d3) = uf3_basis(r, params, constants[0])
+    c0, c1, c2, c3 = _load4(params, constants[3] + k)
+    return c0 * p0 + c1 * p1 + c2 * p2 + c3 * p3, (c0 * d0 + c1 * d1 + c2 * d2 + c3 * d3) * inv_r
+
+
+@kernel(inline="always")
+def uf3_three_body(params, constants, d1x, d1y, d1z, inv_r1, leg1, d2x, d2y, d2z, inv_r2, leg2):
+    """u = sum_lmn c_lmn B_l(r1) B_m(r2) B_n(r_jk) of the legs d1, d2 (vectors from the centre atom,
+    nm, each with 1/r and its leg basis `uf3_basis(r, params, constants[1])`), r_jk = |d2 - d1|, and
+    its gradients: (u (kJ/mol), dU/dd1 (3 components), dU/dd2 (3 components), kJ/mol/nm); all zero
+    when r_jk lies outside [r_jk r_min, r_jk cut-off).
+
+    The 4 x 4 x 4 coefficient block of the three intervals is contracted l-row by l-row
+    (contiguous in n, 4-wide vector operations on the CPU).
+    """
+    jk = constants[2]
+    ux = d2x - d1x          # r_k - r_j
+    uy = d2y - d1y
+    uz = d2z - d1z
+    r3sq = ux * ux + uy * uy + uz * uz
+    if r3sq >= jk[1] * jk[1] or r3sq < jk[0] * jk[0]:
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    r3 = np.sqrt(r3sq)
+    k3, (q0, q1, q2, q3, dq0, dq1, dq2, dq3) = uf3_basis(r3, params, jk)
+    k1, (a0, a1, a2, a3, da0, da1, da2, da3) = leg1
+    k2, (b0, b1, b2, b3, db0, db1, db2, db3) = leg2
+    stride_l, stride_m = constants[5], constants[6]
+    o = constants[4] + k1 * stride_l + k2 * stride_m + k3
+    # E_n = sum_lm a_l b_m c_lmn, D1_n = sum da_l b_m c, D2_n = sum a_l db_m c (l-row by l-row)
+    v, vd = _leg_row(params, o, stride_m, b0, b1, b2, b3, db0, db1, db2, db3)
+    big_e = _scale4(a0, v)
+    big_d1 = _scale4(da0, v)
+    big_d2 = _scale4(a0, vd)
+    v, vd = _leg_row(params, o + stride_l, stride_m, b0, b1, b2, b3, db0, db1, db2, db3)
+    big_e = _axpy4(big_e, a1, v)
+    big_d1 = _axpy4(big_d1, da1, v)
+    big_d2 = _axpy4(big_d2, a1, vd)
+    v, vd = _leg_row(params, o + 2 * stride_l, stride_m, b0, b1, b2, b3, db0, db1, db2, db3)
+    big_e = _axpy4(big_e, a2, v)
+    big_d1 = _axpy4(big_d1, da2, v)
+    big_d2 = _axpy4(big_d2, a2, vd)
+    v, vd = _leg_row(params, o + 3 * stride_l, stride_m, b0, b1, b2, b3, db0, db1, db2, db3)
+    big_e = _axpy4(big_e, a3, v)
+    big_d1 = _axpy4(big_d1, da3, v)
+    big_d2 = _axpy4(big_d2, a3, vd)
+    q = (q0, q1, q2, q3)
+    c1 = _dot4(big_d1, q) * inv_r1
+    c2 = _dot4(big_d2, q) * inv_r2
+    c3 = _dot4(big_e, (dq0, dq1, dq2, dq3)) / r3
+    # dU/dd1 = c1 d1 - c3 u, dU/dd2 = c2 d2 + c3 u (u = d2 - d1)
+    return (_dot4(big_e, q), c1 * d1x - c3 * ux, c1 * d1y - c3 * uy, c1 * d1z - c3 * uz,
+            c2 * d2x + c3 * ux, c2 * d2y + c3 * uy, c2 * d2z + c3 * uz)
+
+
+# ---------------------------------------------------------------------------- CPU: scatter over centre atoms
+
 @kernel(fastmath=FASTMATH)
 def _uf3_atoms(params, positions, box, nbr_idx, nbr_count, first, last, forces, w):
     """The UF3 terms centred on atoms first..last-1: adds forces, w[c, d] += virial; returns the energy.
@@ -293,31 +365,19 @@ def _uf3_atoms(params, positions, box, nbr_idx, nbr_count, first, last, forces, 
     Per centre atom i: its bonds d_b = r_j - r_i inside max(pair, leg cut-off); the pair term of
     the bonds with j > i (each pair once) and the triplet terms of every pair of legs j < k (each
     triplet once) accumulate G_b = dU/dd_b (r_jk = |d_k - d_j| enters both legs' gradients); then
-    the force on j_b is -G_b, on i +sum_b G_b, and W -= G_b (x) d_b.
+    `scatter_bond_gradients`: the force on j_b is -G_b, on i +sum_b G_b, and W -= G_b (x) d_b.
 
     Cost: the basis values and derivatives of a bond are computed once per bond (not per triplet),
     from per-interval power tables (Horner, no divisions); a triplet costs one r_jk basis and the
-    4 x 4 x 4 coefficient block contracted row by row (contiguous in n, vectorisable); a triplet
-    with r_jk outside [jk r_min, jk cut-off) is skipped before any basis is evaluated.
+    4 x 4 x 4 coefficient block contracted row by row (contiguous in n, vectorised).
     """
-    pair_r_min, pair_cut, n_pair = params[1], params[2], int(params[3])
-    leg_r_min, leg_cut, n_leg = params[4], params[5], int(params[6])
-    jk_r_min, jk_cut, n_jk = params[7], params[8], int(params[9])
-    a_off, c_off = int(params[10]), int(params[11])
-    pair_inv_h = n_pair / (pair_cut - pair_r_min)
-    leg_inv_h = n_leg / (leg_cut - leg_r_min)
-    jk_inv_h = n_jk / (jk_cut - jk_r_min)
-    pair_table = polynomial_table(pair_r_min, pair_cut, n_pair)
-    leg_table = polynomial_table(leg_r_min, leg_cut, n_leg)
-    jk_table = polynomial_table(jk_r_min, jk_cut, n_jk)
-    stride_l = (n_leg + 3) * (n_jk + 3)
-    stride_m = n_jk + 3
+    constants = uf3_constants(params)
+    pair_cut = constants[0][1]
+    leg_r_min, leg_cut = constants[1][0], constants[1][1]
     list_cut = max(pair_cut, leg_cut)
     list_cut2 = list_cut * list_cut
-    jk_cut2 = jk_cut * jk_cut
-    jk_min2 = jk_r_min * jk_r_min
-    lx, ly, lz = box[0], box[1], box[2]
-    ix, iy, iz = 1.0 / lx, 1.0 / ly, 1.0 / lz
+    lengths = (box[0], box[1], box[2])
+    inverse_lengths = (1.0 / box[0], 1.0 / box[1], 1.0 / box[2])
     cap = nbr_idx.shape[1]
     dtype = np.float64   # per-bond terms and sums in double precision also for float32 positions
     bx = np.empty(cap, dtype)
@@ -335,22 +395,9 @@ def _uf3_atoms(params, positions, box, nbr_idx, nbr_count, first, last, forces, 
     leg_basis = np.empty((cap, 8), dtype)
     zero = 0.0
     energy = zero
-    w_xx = w_xy = w_xz = w_yx = w_yy = w_yz = w_zx = w_zy = w_zz = zero
     for i in range(first, last):
-        xi, yi, zi = positions[i, 0], positions[i, 1], positions[i, 2]
-        nb = 0
-        for jj in range(nbr_count[i]):
-            j = nbr_idx[i, jj]
-            dx = minimum_image(positions[j, 0] - xi, lx, ix)
-            dy = minimum_image(positions[j, 1] - yi, ly, iy)
-            dz = minimum_image(positions[j, 2] - zi, lz, iz)
-            r2 = dx * dx + dy * dy + dz * dz
-            bx[nb] = dx
-            by[nb] = dy
-            bz[nb] = dz
-            b_r2[nb] = r2
-            b_j[nb] = j
-            nb += not r2 >= list_cut2      # a NaN distance stays in (and shows up in the energy)
+        nb = collect_bonds(i, positions, lengths, inverse_lengths, nbr_idx, nbr_count, list_cut2, bx, by, bz, b_r2,
+                           b_j)
         e_i = zero
         n_legs = 0
         for b in range(nb):
@@ -358,16 +405,13 @@ def _uf3_atoms(params, positions, box, nbr_idx, nbr_count, first, last, forces, 
             inv_r = 1.0 / r
             g = zero
             if b_j[b] > i and not r >= pair_cut:
-                k, p0, p1, p2, p3, d0, d1, d2, d3 = _poly_basis(r, pair_table, pair_r_min, pair_inv_h, n_pair)
-                o = a_off + k
-                c0, c1, c2, c3 = params[o], params[o + 1], params[o + 2], params[o + 3]
-                e_i += c0 * p0 + c1 * p1 + c2 * p2 + c3 * p3
-                g = (c0 * d0 + c1 * d1 + c2 * d2 + c3 * d3) * inv_r
+                u2, g = uf3_two_body(r, inv_r, params, constants)
+                e_i += u2
             gx[b] = g * bx[b]
             gy[b] = g * by[b]
             gz[b] = g * bz[b]
             if not r >= leg_cut and not r < leg_r_min:
-                k, p0, p1, p2, p3, d0, d1, d2, d3 = _poly_basis(r, leg_table, leg_r_min, leg_inv_h, n_leg)
+                k, (p0, p1, p2, p3, d0, d1, d2, d3) = uf3_basis(r, params, constants[1])
                 leg_bond[n_legs] = b
                 leg_vec[n_legs, 0] = bx[b]
                 leg_vec[n_legs, 1] = by[b]
@@ -385,124 +429,30 @@ def _uf3_atoms(params, positions, box, nbr_idx, nbr_count, first, last, forces, 
                 n_legs += 1
         for x1 in range(n_legs - 1):
             d1x, d1y, d1z = leg_vec[x1, 0], leg_vec[x1, 1], leg_vec[x1, 2]
-            o1 = c_off + leg_k[x1] * stride_l
-            a0, a1, a2, a3 = leg_basis[x1, 0], leg_basis[x1, 1], leg_basis[x1, 2], leg_basis[x1, 3]
-            da0, da1, da2, da3 = leg_basis[x1, 4], leg_basis[x1, 5], leg_basis[x1, 6], leg_basis[x1, 7]
+            leg1 = (leg_k[x1], (leg_basis[x1, 0], leg_basis[x1, 1], leg_basis[x1, 2], leg_basis[x1, 3],
+                                leg_basis[x1, 4], leg_basis[x1, 5], leg_basis[x1, 6], leg_basis[x1, 7]))
             inv_r1 = leg_inv_r[x1]
             g1x = g1y = g1z = zero
             for x2 in range(x1 + 1, n_legs):
-                d2x, d2y, d2z = leg_vec[x2, 0], leg_vec[x2, 1], leg_vec[x2, 2]
-                ux = d2x - d1x          # r_k - r_j
-                uy = d2y - d1y
-                uz = d2z - d1z
-                r3sq = ux * ux + uy * uy + uz * uz
-                if r3sq >= jk_cut2 or r3sq < jk_min2:
-                    continue
-                r3 = np.sqrt(r3sq)
-                k3, q0, q1, q2, q3, dq0, dq1, dq2, dq3 = _poly_basis(r3, jk_table, jk_r_min, jk_inv_h, n_jk)
-                b0, b1, b2, b3 = leg_basis[x2, 0], leg_basis[x2, 1], leg_basis[x2, 2], leg_basis[x2, 3]
-                db0, db1, db2, db3 = leg_basis[x2, 4], leg_basis[x2, 5], leg_basis[x2, 6], leg_basis[x2, 7]
-                o = o1 + leg_k[x2] * stride_m + k3
-                # E_n = sum_lm a_l b_m c_lmn, D1_n = sum da_l b_m c, D2_n = sum a_l db_m c (l-row by l-row)
-                v, vd = _leg_row(params, o, stride_m, b0, b1, b2, b3, db0, db1, db2, db3)
-                big_e = _scale4(a0, v)
-                big_d1 = _scale4(da0, v)
-                big_d2 = _scale4(a0, vd)
-                v, vd = _leg_row(params, o + stride_l, stride_m, b0, b1, b2, b3, db0, db1, db2, db3)
-                big_e = _axpy4(big_e, a1, v)
-                big_d1 = _axpy4(big_d1, da1, v)
-                big_d2 = _axpy4(big_d2, a1, vd)
-                v, vd = _leg_row(params, o + 2 * stride_l, stride_m, b0, b1, b2, b3, db0, db1, db2, db3)
-                big_e = _axpy4(big_e, a2, v)
-                big_d1 = _axpy4(big_d1, da2, v)
-                big_d2 = _axpy4(big_d2, a2, vd)
-                v, vd = _leg_row(params, o + 3 * stride_l, stride_m, b0, b1, b2, b3, db0, db1, db2, db3)
-                big_e = _axpy4(big_e, a3, v)
-                big_d1 = _axpy4(big_d1, da3, v)
-                big_d2 = _axpy4(big_d2, a3, vd)
-                q = (q0, q1, q2, q3)
-                e_i += _dot4(big_e, q)
-                c1 = _dot4(big_d1, q) * inv_r1
-                c2 = _dot4(big_d2, q) * leg_inv_r[x2]
-                c3 = _dot4(big_e, (dq0, dq1, dq2, dq3)) / r3
-                # dU/dd1 = c1 d1 - c3 u, dU/dd2 = c2 d2 + c3 u (u = d2 - d1)
-                g1x += c1 * d1x - c3 * ux
-                g1y += c1 * d1y - c3 * uy
-                g1z += c1 * d1z - c3 * uz
+                leg2 = (leg_k[x2], (leg_basis[x2, 0], leg_basis[x2, 1], leg_basis[x2, 2], leg_basis[x2, 3],
+                                    leg_basis[x2, 4], leg_basis[x2, 5], leg_basis[x2, 6], leg_basis[x2, 7]))
+                u3, h1x, h1y, h1z, h2x, h2y, h2z = uf3_three_body(params, constants, d1x, d1y, d1z, inv_r1, leg1,
+                                                                  leg_vec[x2, 0], leg_vec[x2, 1], leg_vec[x2, 2],
+                                                                  leg_inv_r[x2], leg2)
+                e_i += u3
+                g1x += h1x
+                g1y += h1y
+                g1z += h1z
                 b = leg_bond[x2]
-                gx[b] += c2 * d2x + c3 * ux
-                gy[b] += c2 * d2y + c3 * uy
-                gz[b] += c2 * d2z + c3 * uz
+                gx[b] += h2x
+                gy[b] += h2y
+                gz[b] += h2z
             b = leg_bond[x1]
             gx[b] += g1x
             gy[b] += g1y
             gz[b] += g1z
-        fxi = fyi = fzi = zero
-        for b in range(nb):
-            j = b_j[b]
-            g_x, g_y, g_z = gx[b], gy[b], gz[b]
-            d_x, d_y, d_z = bx[b], by[b], bz[b]
-            forces[j, 0] -= g_x
-            forces[j, 1] -= g_y
-            forces[j, 2] -= g_z
-            fxi += g_x
-            fyi += g_y
-            fzi += g_z
-            w_xx -= g_x * d_x
-            w_xy -= g_x * d_y
-            w_xz -= g_x * d_z
-            w_yx -= g_y * d_x
-            w_yy -= g_y * d_y
-            w_yz -= g_y * d_z
-            w_zx -= g_z * d_x
-            w_zy -= g_z * d_y
-            w_zz -= g_z * d_z
-        forces[i, 0] += fxi
-        forces[i, 1] += fyi
-        forces[i, 2] += fzi
+        scatter_bond_gradients(i, nb, b_j, bx, by, bz, gx, gy, gz, forces, w)
         energy += e_i
-    w[0, 0] += w_xx
-    w[0, 1] += w_xy
-    w[0, 2] += w_xz
-    w[1, 0] += w_yx
-    w[1, 1] += w_yy
-    w[1, 2] += w_yz
-    w[2, 0] += w_zx
-    w[2, 1] += w_zy
-    w[2, 2] += w_zz
-    return energy
-
-
-@kernel(parallel=True)
-def _uf3_chunks(params, positions, box, nbr_idx, nbr_count, bounds, forces, extra, energies, w):
-    """Chunk c covers atoms bounds[c]..bounds[c+1]-1 and writes its forces to `forces` (c = 0) or
-    extra[c-1] (zeroed here), its energy to energies[c] and its virial to w[c]; chunks run in parallel."""
-    for c in prange(bounds.shape[0] - 1):
-        if c == 0:
-            energies[c] = _uf3_atoms(params, positions, box, nbr_idx, nbr_count, bounds[c], bounds[c + 1],
-                                     forces, w[c])
-        else:
-            out = extra[c - 1]
-            out[:] = 0.0
-            energies[c] = _uf3_atoms(params, positions, box, nbr_idx, nbr_count, bounds[c], bounds[c + 1],
-                                     out, w[c])
-
-
-@kernel
-def _uf3_parallel(params, positions, box, nbr_idx, nbr_count, chunks, forces, virial):
-    """`uf3` in `chunks` chunks on Numba's threads (see difftre.kernels.parallel)."""
-    bounds = parallel.balanced_bounds(nbr_count, chunks)
-    extra = np.empty((chunks - 1, positions.shape[0], 3), positions.dtype)
-    energies = np.zeros(chunks)
-    w = np.zeros((chunks, 3, 3))
-    _uf3_chunks(params, positions, box, nbr_idx, nbr_count, bounds, forces, extra, energies, w)
-    parallel.add_chunk_forces(forces, extra)
-    energy = 0.0
-    for c in range(chunks):
-        energy += energies[c]
-    for c in range(1, chunks):
-        w[0] += w[c]
-    virial += w[0]
     return energy
 
 
@@ -510,12 +460,68 @@ def _uf3_parallel(params, positions, box, nbr_idx, nbr_count, chunks, forces, vi
 def uf3(params, positions, box, nbr_idx, nbr_count, forces, virial):
     """UF3 energy (kJ/mol), adding forces (kJ/mol/nm) and virial (kJ/mol); params from `pack_params`.
 
-    With DIFFTRE_PARALLEL=1 the atoms are split over Numba's threads (difftre.kernels.parallel).
-    (cache=False: whether the parallel code exists is decided when it compiles, per process.)
+    With DIFFTRE_PARALLEL=1 the atoms are split over Numba's threads (manybody.on_atom_chunks;
+    cache=False as there).
     """
-    n = positions.shape[0]
-    if _PARALLEL:
-        chunks = parallel.n_chunks(n)
-        if chunks > 1:
-            return _uf3_parallel(params, positions, box, nbr_idx, nbr_count, chunks, forces, virial)
-    return _uf3_atoms(params, positions, box, nbr_idx, nbr_count, 0, n, forces, virial)
+    return on_atom_chunks(_uf3_atoms, params, positions, box, nbr_idx, nbr_count, forces, virial)
+
+
+# ---------------------------------------------------------------------------- GPU: gather per atom
+
+@kernel
+def uf3_on_atom(i, positions, box, inv_box, nbr_idx, nbr_count, params, force, virial):
+    """UF3 force on atom i alone, added to force (3,) kJ/mol/nm, from the terms it belongs to (full list);
+    adds its share of the virial (kJ/mol) and returns its share of the energy (kJ/mol): a triplet's
+    to its centre atom, half a pair's to each atom. Summed over all atoms: `uf3`."""
+    constants = uf3_constants(params)
+    pair_cut = constants[0][1]
+    leg_axis = constants[1]
+    leg_r_min, leg_cut = leg_axis[0], leg_axis[1]
+    e = fx = fy = fz = 0.0
+    for jj in range(nbr_count[i]):
+        j = nbr_idx[i, jj]
+        dx, dy, dz, r2 = displacement(positions, i, j, box, inv_box)   # bond i -> j
+        r = np.sqrt(r2)
+        inv_r = 1.0 / r
+        if not r >= pair_cut:
+            u2, g = uf3_two_body(r, inv_r, params, constants)
+            e += 0.5 * u2
+            fx += g * dx
+            fy += g * dy
+            fz += g * dz
+            add_outer(virial, -0.5 * g, dx, dy, dz, dx, dy, dz)
+        if r >= leg_cut or r < leg_r_min:
+            continue
+        leg1 = uf3_basis(r, params, leg_axis)
+        # triplets centred on i: legs (j, k), k after j in i's row
+        for kk in range(jj + 1, nbr_count[i]):
+            ex, ey, ez, rk2 = displacement(positions, i, nbr_idx[i, kk], box, inv_box)
+            rk = np.sqrt(rk2)
+            if rk >= leg_cut or rk < leg_r_min:
+                continue
+            u3, g1x, g1y, g1z, g2x, g2y, g2z = uf3_three_body(params, constants, dx, dy, dz, inv_r, leg1, ex, ey, ez,
+                                                              1.0 / rk, uf3_basis(rk, params, leg_axis))
+            e += u3
+            fx += g1x + g2x
+            fy += g1y + g2y
+            fz += g1z + g2z
+            add_outer(virial, -1.0, g1x, g1y, g1z, dx, dy, dz)
+            add_outer(virial, -1.0, g2x, g2y, g2z, ex, ey, ez)
+        # triplets centred on j with i as one leg (j -> i is -d): i moves leg 1
+        for kk in range(nbr_count[j]):
+            k = nbr_idx[j, kk]
+            if k == i:
+                continue
+            ex, ey, ez, rk2 = displacement(positions, j, k, box, inv_box)
+            rk = np.sqrt(rk2)
+            if rk >= leg_cut or rk < leg_r_min:
+                continue
+            u3, g1x, g1y, g1z, g2x, g2y, g2z = uf3_three_body(params, constants, -dx, -dy, -dz, inv_r, leg1, ex, ey,
+                                                              ez, 1.0 / rk, uf3_basis(rk, params, leg_axis))
+            fx -= g1x
+            fy -= g1y
+            fz -= g1z
+    force[0] += fx
+    force[1] += fy
+    force[2] += fz
+    return e

@@ -146,7 +146,7 @@ def test_sampler_check_and_term():
     short = md.ForceField([md.SystemTerm(term.function, term.params, 0.3)])
     with pytest.raises(ValueError, match="leg_cutoff"):
         glue.check_sampler(md.Sampler(short, integrator, skin=0.1), spec)
-    with pytest.raises(ValueError, match="half neighbour list"):
+    with pytest.raises(ValueError, match="is a half list"):
         glue.check_sampler(md.Sampler(md.ForceField([md.repulsive(1.0, 0.3, 0.7)]), integrator, skin=0.1), spec)
 
 
@@ -259,6 +259,42 @@ def test_symmetries(name):
 
 
 # ---------------------------------------------------------------- JAX model vs Numba kernel, linear form
+
+@pytest.mark.parametrize("name", CASES)
+def test_gather_per_atom_equals_the_kernel(name):
+    """The per-atom gather the CUDA engine runs (uf3_kernels.uf3_on_atom, compiled here for the CPU) summed
+    over atoms gives the CPU kernel's energy, forces and virial."""
+    spec, theta, positions, box, neighbors = case(name)
+    energy, forces, virial = numba_uf3(spec, theta, positions, box, neighbors)
+    count = np.sum(neighbors < len(positions), axis=1).astype(np.int32)
+    params = glue.uf3_params(spec, theta)
+    gathered, gathered_virial, total = np.zeros_like(positions), np.zeros((3, 3)), 0.0
+    for i in range(len(positions)):
+        total += uf3_kernels.uf3_on_atom(i, positions, box, 1.0 / box, np.ascontiguousarray(neighbors), count,
+                                         params, gathered[i], gathered_virial)
+    assert total == pytest.approx(energy, rel=1e-12)
+    assert relative_error(gathered, forces) < 1e-12
+    assert relative_error(gathered_virial, virial) < 1e-12
+
+
+def test_scalar_twins_equal_the_vector_intrinsics():
+    """The plain-arithmetic versions the CUDA port substitutes (uf3_kernels.SCALAR_TWINS) give the CPU
+    intrinsics' numbers."""
+    import numba
+    values = np.random.default_rng(3).normal(size=9)
+    acc, s, x = tuple(values[:4]), float(values[4]), tuple(values[5:])
+    load4, axpy4, scale4 = (uf3_kernels.SCALAR_TWINS[name] for name in ("_load4", "_axpy4", "_scale4"))
+
+    @numba.njit
+    def intrinsics(array, acc, s, x):
+        return uf3_kernels._load4(array, 3), uf3_kernels._axpy4(acc, s, x), uf3_kernels._scale4(s, x)
+
+    @numba.njit
+    def plain(array, acc, s, x):
+        return load4(array, 3), axpy4(acc, s, x), scale4(s, x)
+
+    np.testing.assert_allclose(intrinsics(values, acc, s, x), plain(values, acc, s, x), rtol=1e-15)
+
 
 @pytest.mark.parametrize("name", CASES)
 def test_numba_equals_jax_and_the_linear_form(name):
