@@ -131,7 +131,10 @@ if not RUN_ENGINE_TESTS:
         assert not bad, bad
         # known float64 in float32 mode: int * float32 is float64 in Numba (see docs/report)
         from difftre.kernels import neighbors
+        from difftre.kernels import uf3
         known = {pair.tabulated: scalar, neighbors._cell_index: (float32, float32, numba.int64),
+                 uf3.uf3_on_atom: (numba.int64, float32[:, :], float32[:], float32[:], numba.int32[:, :],
+                                   numba.int32[:], float32[:], float32[:], float32[:, :]),
                  integrators.nose_hoover_chain_half_step: (float32[:, :], float32[:], float32, float32[:],
                                                            float32[:])}
         for fn, sig in known.items():
@@ -353,6 +356,35 @@ if RUN_ENGINE_TESTS:
         _, (trajectory, state), cpu = cpu_and_gpu_runs(ff, md.VelocityVerlet(0.001), positions, box, [1, 2],
                                                        2.0, 0, 3, 3, skin=0.02, masses=28.0)
         assert_same_trajectory(trajectory, state, cpu)
+
+    def uf3_water_like(rng, replicas=2):
+        """UF3 on 64 water-like beads (33 /nm^3, box 1.247 nm): a force field with random coefficients
+        (N(0, 0.5) kJ/mol; non-zero lower knots, so the skipped short legs and r_jk are exercised) and
+        `replicas` jittered configurations (R, 64, 3) with their box."""
+        from difftre import uf3 as uf3_glue
+        from difftre.models import uf3 as uf3_model
+        spec = uf3_model.UF3Spec(pair_cutoff=0.45, leg_cutoff=0.32, n_pair=6, n_leg=5, n_jk=8, pair_r_min=0.1,
+                                 leg_r_min=0.2, jk_r_min=0.25)
+        ff = md.ForceField([uf3_glue.uf3_term(spec, rng.normal(0.0, 0.5, spec.n_free))])
+        length = (64 / 33.0) ** (1 / 3)
+        return ff, np.stack([lattice_positions(4, length, 0.06, rng) for _ in range(replicas)]), np.full(3, length)
+
+    def test_uf3_forces_and_trajectory_equal_cpu(rng):
+        """The CUDA engine's UF3 (the per-atom gather uf3_on_atom) equals the CPU kernel: energy, forces and
+        virial of two configurations, and a 6-step trajectory with a neighbour-list rebuild, to 1e-10."""
+        ff, positions, box = uf3_water_like(rng)
+        sampler = CudaSampler(ff, md.VelocityVerlet(0.002), skin=0.05, replicas=2, threads=16)
+        state = sampler.init_state(positions, box, 18.0, seed=0, velocities=np.zeros(positions.shape[1:]))
+        energy, forces, virial = sampler.evaluate(state)
+        for r in range(2):
+            e_cpu, f_cpu, w_cpu = cpu_forces(ff, positions[r], box)
+            assert energy[r] == pytest.approx(e_cpu, rel=1e-10, abs=1e-10)
+            np.testing.assert_allclose(forces[r], f_cpu, rtol=1e-10, atol=1e-10 * np.abs(f_cpu).max())
+            np.testing.assert_allclose(virial[r], w_cpu, rtol=1e-10, atol=1e-10 * np.abs(w_cpu).max())
+        _, (trajectory, state), cpu = cpu_and_gpu_runs(ff, md.VelocityVerlet(0.002), positions, box, [1, 2], 2.5,
+                                                       0, 3, 2, skin=0.01, masses=18.0)
+        assert_same_trajectory(trajectory, state, cpu, atol=1e-10)
+        assert trajectory.n_neighbor_rebuilds.max() > 0
 
     def test_nose_hoover_chain_equals_cpu_and_conserves(rng):
         """Segments of a Nose-Hoover run (shifted LJ, started at twice the bath temperature): every segment

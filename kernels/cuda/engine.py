@@ -31,7 +31,8 @@ the replica resumes with the rebuild of the same step.
 The physics comes from the CPU engine's functions via
 `difftre.kernels.cuda.port` (pair functions, spline tables, minimum image, the
 neighbour test, cell index, integrator halves, Philox, the Nose-Hoover chain,
-Stillinger-Weber's per-atom gather `manybody.stillinger_weber_on_atom`);
+the many-body potentials' per-atom gathers `manybody.stillinger_weber_on_atom` and
+`uf3.uf3_on_atom`);
 what the GPU adds is the per-particle organisation.
 """
 import linecache
@@ -40,7 +41,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from difftre.kernels import external, integrators, manybody, neighbors, random, space
+from difftre.kernels import external, integrators, manybody, neighbors, random, space, uf3
 from difftre.kernels.cuda.port import SIMULATOR, cuda_numpy, device_function, rebuild
 
 STATUS_OK = 0
@@ -59,9 +60,11 @@ SC_DMAX, SC_SCALE = 0, 1
 N_SCALARS = 2
 
 # system terms the GPU knows: per-particle (one-body) functions are called on a
-# one-particle slice; Stillinger-Weber has a per-atom (gather) version.
+# one-particle slice; a many-body kernel (a kind of its own) has a per-atom gather version
+# with the signature (i, positions, box, inv_box, nbr_idx, nbr_count, params, force, virial) -> energy.
 ONE_BODY = {external.harmonic, external.spline_1d}
-MANY_BODY = {manybody.stillinger_weber: "stillinger_weber"}
+MANY_BODY = {manybody.stillinger_weber: "stillinger_weber", uf3.uf3: "uf3"}
+ON_ATOM = {"stillinger_weber": manybody.stillinger_weber_on_atom, "uf3": uf3.uf3_on_atom}
 
 
 def system_term_kind(function, per_particle=False):
@@ -72,7 +75,7 @@ def system_term_kind(function, per_particle=False):
         return "one_body"
     raise NotImplementedError(
         f"the CUDA engine has no version of system term {getattr(function, '__name__', function)!r}: it runs "
-        f"Stillinger-Weber and per-particle (one-body) terms")
+        f"Stillinger-Weber, UF3 and per-particle (one-body) terms")
 
 
 # ============================================================================ device templates
@@ -597,8 +600,8 @@ def _particle_forces_source(n_pairs, system_kinds):
     if n_pairs:
         lines.append("    e += pair_sum_on(i, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, f2, w2)")
     for s, kind in enumerate(system_kinds):
-        if kind == "stillinger_weber":
-            lines.append(f"    e += stillinger_weber_on_atom(i, pos, box, inv_box, nbr, cnt, sp[{s}, :slen[{s}]], f2[0], w2)")
+        if kind in ON_ATOM:
+            lines.append(f"    e += {kind}_on_atom(i, pos, box, inv_box, nbr, cnt, sp[{s}, :slen[{s}]], f2[0], w2)")
         else:
             lines.append(f"    e += system_{s}(sp[{s}, :slen[{s}]], pos[i:i + 1], box, nbr[i:i + 1], "
                          f"cnt[i:i + 1], f2, w2)")
@@ -646,14 +649,15 @@ class Engine:
                   verlet_first_half=port(integrators.verlet_first_half),
                   verlet_second_half=port(integrators.verlet_second_half),
                   baoab_second_half=port(integrators.baoab_second_half),
-                  nose_hoover_chain_scale=port(integrators.nose_hoover_chain_scale),
-                  stillinger_weber_on_atom=port(manybody.stillinger_weber_on_atom))
+                  nose_hoover_chain_scale=port(integrators.nose_hoover_chain_scale))
         for s, fn in enumerate(pair_functions):
             ns[f"pair_{s}"] = port(fn)
         kinds = [kind for _, kind in system_terms]
         for s, (fn, kind) in enumerate(system_terms):
             if kind == "one_body":
                 ns[f"system_{s}"] = port(fn)
+            else:
+                ns[f"{kind}_on_atom"] = port(ON_ATOM[kind])
         for name, template in MODE_TEMPLATES[mode].items():
             ns[name] = device(rebuild(template, dtype, namespace=ns, convert_calls=False))
         for template in TEMPLATES:

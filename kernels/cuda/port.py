@@ -22,6 +22,10 @@ function from its own Python code object so that:
    float64 so that CPU and GPU draw bit-identical numbers; callers cast them.
 4. ``overrides`` replaces named globals for one use (e.g. the Langevin step's
    ``normal4`` by one that casts the float64 draws to the working precision).
+5. an intrinsic (LLVM IR written for the CPU target, e.g. the 4-wide vector
+   operations of ``difftre.kernels.uf3``) runs neither in the simulator nor on
+   the GPU: a module lists plain-arithmetic versions of its intrinsics in a
+   global dict ``SCALAR_TWINS`` (name -> function), which replace them.
 
 The result is a ``cuda.jit(device=True)`` function (a plain Python function
 under the simulator, which executes Python per thread anyway).
@@ -125,8 +129,12 @@ def rebuild(fn, dtype, namespace=None, overrides=None, convert_calls=True):
     if namespace is None:
         namespace = dict(fn.__globals__)
     code = fn.__code__
+    twins = fn.__globals__.get("SCALAR_TWINS", {})
     for name in _global_names(code):
         if overrides and name in overrides:
+            continue
+        if name in twins:
+            namespace[name] = device_function(twins[name], dtype)
             continue
         if name not in namespace:
             continue
