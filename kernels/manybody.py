@@ -157,16 +157,17 @@ def collect_bonds(i, positions, lengths, inverse_lengths, nbr_idx, nbr_count, cu
 
 
 @kernel(inline="always")
-def scatter_bond_gradients(i, n_bonds, neighbor, bx, by, bz, gx, gy, gz, forces, virial):
+def scatter_bond_gradients(i, n_bonds, neighbor, bx, by, bz, gx, gy, gz, forces, virial_sum):
     """Forces and virial of the bonds of centre atom i from their energy gradients.
 
     Bond b (b < n_bonds) is d_b = r_j - r_i = (bx, by, bz)[b] (nm) with j = neighbor[b], and
     G_b = dU/dd_b = (gx, gy, gz)[b] (kJ/mol/nm) the gradient of the terms centred on i: adds -G_b to
-    the force on j, +sum_b G_b to the force on i (kJ/mol/nm), and W -= sum_b G_b (x) d_b to
-    virial (3, 3) (kJ/mol).
+    the force on j and +sum_b G_b to the force on i (kJ/mol/nm); returns virial_sum - sum_b G_b (x) d_b,
+    the virial (kJ/mol) as a 9-tuple in row-major order (a running sum the caller keeps in registers
+    and adds with `add_virial`).
     """
+    w_xx, w_xy, w_xz, w_yx, w_yy, w_yz, w_zx, w_zy, w_zz = virial_sum
     fxi = fyi = fzi = 0.0
-    w_xx = w_xy = w_xz = w_yx = w_yy = w_yz = w_zx = w_zy = w_zz = 0.0
     for b in range(n_bonds):
         j = neighbor[b]
         g_x, g_y, g_z = gx[b], gy[b], gz[b]
@@ -189,15 +190,15 @@ def scatter_bond_gradients(i, n_bonds, neighbor, bx, by, bz, gx, gy, gz, forces,
     forces[i, 0] += fxi
     forces[i, 1] += fyi
     forces[i, 2] += fzi
-    virial[0, 0] += w_xx
-    virial[0, 1] += w_xy
-    virial[0, 2] += w_xz
-    virial[1, 0] += w_yx
-    virial[1, 1] += w_yy
-    virial[1, 2] += w_yz
-    virial[2, 0] += w_zx
-    virial[2, 1] += w_zy
-    virial[2, 2] += w_zz
+    return w_xx, w_xy, w_xz, w_yx, w_yy, w_yz, w_zx, w_zy, w_zz
+
+
+@kernel(inline="always")
+def add_virial(virial, virial_sum):
+    """virial (3, 3) += virial_sum (9-tuple, row-major; kJ/mol)."""
+    for a in range(3):
+        for b in range(3):
+            virial[a, b] += virial_sum[3 * a + b]
 
 
 @kernel(parallel=True)
@@ -278,6 +279,7 @@ def _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, first, l
     gz = np.empty(cap, dtype)
     zero = 0.0
     energy = zero
+    virial_sum = (zero, zero, zero, zero, zero, zero, zero, zero, zero)
     for i in range(first, last):
         nb = collect_bonds(i, positions, lengths, inverse_lengths, nbr_idx, nbr_count, rc2, bx, by, bz, b_r2, b_j)
         e_i = zero
@@ -313,8 +315,9 @@ def _stillinger_weber_atoms(params, positions, box, nbr_idx, nbr_count, first, l
             gx[b1] += g1x
             gy[b1] += g1y
             gz[b1] += g1z
-        scatter_bond_gradients(i, nb, b_j, bx, by, bz, gx, gy, gz, forces, w)
+        virial_sum = scatter_bond_gradients(i, nb, b_j, bx, by, bz, gx, gy, gz, forces, virial_sum)
         energy += e_i
+    add_virial(w, virial_sum)
     return energy
 
 

@@ -34,7 +34,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from difftre.kernels.jit import kernel
-from difftre.kernels.manybody import (FASTMATH, add_outer, collect_bonds, on_atom_chunks,
+from difftre.kernels.manybody import (FASTMATH, add_outer, add_virial, collect_bonds, on_atom_chunks,
                                       scatter_bond_gradients)
 from difftre.kernels.space import displacement
 
@@ -395,6 +395,7 @@ def _uf3_atoms(params, positions, box, nbr_idx, nbr_count, first, last, forces, 
     leg_basis = np.empty((cap, 8), dtype)
     zero = 0.0
     energy = zero
+    virial_sum = (zero, zero, zero, zero, zero, zero, zero, zero, zero)
     for i in range(first, last):
         nb = collect_bonds(i, positions, lengths, inverse_lengths, nbr_idx, nbr_count, list_cut2, bx, by, bz, b_r2,
                            b_j)
@@ -451,8 +452,9 @@ def _uf3_atoms(params, positions, box, nbr_idx, nbr_count, first, last, forces, 
             gx[b] += g1x
             gy[b] += g1y
             gz[b] += g1z
-        scatter_bond_gradients(i, nb, b_j, bx, by, bz, gx, gy, gz, forces, w)
+        virial_sum = scatter_bond_gradients(i, nb, b_j, bx, by, bz, gx, gy, gz, forces, virial_sum)
         energy += e_i
+    add_virial(w, virial_sum)
     return energy
 
 

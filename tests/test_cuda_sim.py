@@ -250,18 +250,21 @@ if RUN_ENGINE_TESTS:
 
     # ------------------------------------------------------------------ forces
 
-    @pytest.mark.parametrize("name", FORCE_FIELDS)
-    def test_forces_energy_virial_equal_cpu(name, rng):
-        ff = FORCE_FIELDS[name]()
-        positions, box = configurations(name, rng)
-        sampler = CudaSampler(ff, md.VelocityVerlet(0.001), skin=0.05, replicas=2, threads=16)
-        state = sampler.init_state(positions, box, 1.0, seed=0, velocities=np.zeros(positions.shape[1:]))
+    def assert_forces_energy_virial_equal_cpu(ff, positions, box, masses=1.0):
+        """The GPU's energy, forces and virial of configurations (R, N, 3) equal the CPU kernels' to 1e-10."""
+        sampler = CudaSampler(ff, md.VelocityVerlet(0.001), skin=0.05, replicas=len(positions), threads=16)
+        state = sampler.init_state(positions, box, masses, seed=0, velocities=np.zeros(positions.shape[1:]))
         energy, forces, virial = sampler.evaluate(state)
-        for r in range(2):
+        for r in range(len(positions)):
             e_cpu, f_cpu, w_cpu = cpu_forces(ff, positions[r], box)
             assert energy[r] == pytest.approx(e_cpu, rel=1e-10, abs=1e-10)
             np.testing.assert_allclose(forces[r], f_cpu, rtol=1e-10, atol=1e-10 * np.abs(f_cpu).max())
             np.testing.assert_allclose(virial[r], w_cpu, rtol=1e-10, atol=1e-10 * np.abs(w_cpu).max())
+
+    @pytest.mark.parametrize("name", FORCE_FIELDS)
+    def test_forces_energy_virial_equal_cpu(name, rng):
+        positions, box = configurations(name, rng)
+        assert_forces_energy_virial_equal_cpu(FORCE_FIELDS[name](), positions, box)
 
     # ------------------------------------------------------------------ neighbour lists
 
@@ -373,14 +376,7 @@ if RUN_ENGINE_TESTS:
         """The CUDA engine's UF3 (the per-atom gather uf3_on_atom) equals the CPU kernel: energy, forces and
         virial of two configurations, and a 6-step trajectory with a neighbour-list rebuild, to 1e-10."""
         ff, positions, box = uf3_water_like(rng)
-        sampler = CudaSampler(ff, md.VelocityVerlet(0.002), skin=0.05, replicas=2, threads=16)
-        state = sampler.init_state(positions, box, 18.0, seed=0, velocities=np.zeros(positions.shape[1:]))
-        energy, forces, virial = sampler.evaluate(state)
-        for r in range(2):
-            e_cpu, f_cpu, w_cpu = cpu_forces(ff, positions[r], box)
-            assert energy[r] == pytest.approx(e_cpu, rel=1e-10, abs=1e-10)
-            np.testing.assert_allclose(forces[r], f_cpu, rtol=1e-10, atol=1e-10 * np.abs(f_cpu).max())
-            np.testing.assert_allclose(virial[r], w_cpu, rtol=1e-10, atol=1e-10 * np.abs(w_cpu).max())
+        assert_forces_energy_virial_equal_cpu(ff, positions, box, masses=18.0)
         _, (trajectory, state), cpu = cpu_and_gpu_runs(ff, md.VelocityVerlet(0.002), positions, box, [1, 2], 2.5,
                                                        0, 3, 2, skin=0.01, masses=18.0)
         assert_same_trajectory(trajectory, state, cpu, atol=1e-10)
