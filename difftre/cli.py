@@ -128,6 +128,17 @@ def build_parser():
                      help="show the traceback of an error (default: one line naming the file, field or update)")
     run.set_defaults(handler=_run_experiment, owner=run)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="validate a trained run on a new, longer trajectory",
+        description="Sample --time ps with the learned parameters (the run's sampling settings) and write "
+                    "RUN_DIR/evaluation.json: every target's prediction with its standard error and MSE, and the "
+                    "experiment's held-out observables.")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'difftre run'")
+    evaluate.add_argument("--time", type=_positive_float, required=True, help="trajectory length in ps (1 ns: 1000)")
+    evaluate.add_argument("--quiet", action="store_true", help="no compile note")
+    evaluate.add_argument("--debug", action="store_true", help="a traceback instead of a one-line error")
+    evaluate.set_defaults(handler=_evaluate_run, owner=evaluate)
+
     listing = commands.add_parser("experiments", help="list the experiments 'difftre run' knows",
                                   description="List the experiments with their one-line descriptions.")
     listing.set_defaults(handler=_list_experiments, owner=listing)
@@ -146,6 +157,23 @@ def expected_failures():
             FloatingPointError, MemoryError)
 
 
+def _quiet_compiles(args):
+    """--quiet: no "compiling kernels..." note either."""
+    if args.quiet:
+        from difftre.kernels.jit import compile_notice
+        compile_notice(False)
+
+
+def _reporting_failures(action, args, parser):
+    """action(), or for an expected failure one line on stderr and exit status 2 (the traceback with --debug)."""
+    try:
+        return action()
+    except expected_failures() as error:
+        if args.debug:
+            raise
+        parser.exit(2, f"{parser.prog}: error: {_one_line(error)}\n")
+
+
 def _one_line(error):
     """The error's message on one line (its type where it has none, as MemoryError often)."""
     text = " ".join(str(error).split())
@@ -155,27 +183,33 @@ def _one_line(error):
 def _run_experiment(args, parser):
     from difftre import runner
 
-    if args.quiet:
-        from difftre.kernels.jit import compile_notice
-        compile_notice(False)
-    try:
+    _quiet_compiles(args)
+
+    def train():
         overrides = dict(runner.parse_override(text) for text in args.overrides)
         for key, value in (("system.seed", args.seed), ("training.n_updates", args.updates),
                            ("sampling.device", args.device)):
             if value is not None:
                 overrides[key] = value
-        summary = runner.run(args.experiment, args.out, config_file=args.config, overrides=overrides,
-                             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-                             write_trajectory=args.write_trajectory, preset=args.preset)
-    except expected_failures() as error:
-        if args.debug:
-            raise
-        parser.exit(2, f"{parser.prog}: error: {_one_line(error)}\n")
+        return runner.run(args.experiment, args.out, config_file=args.config, overrides=overrides,
+                          resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                          write_trajectory=args.write_trajectory, preset=args.preset)
+
+    try:
+        summary = _reporting_failures(train, args, parser)
     except KeyboardInterrupt:
         print(f"interrupted; {args.out}/checkpoint.npz holds the last complete update (continue with --resume)",
               file=sys.stderr)
         return 130
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate_run(args, parser):
+    from difftre import runner
+    _quiet_compiles(args)
+    evaluation = _reporting_failures(lambda: runner.evaluate(args.run_dir, args.time), args, parser)
+    print(json.dumps(evaluation, indent=2))
     return 0
 
 

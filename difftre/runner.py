@@ -50,12 +50,14 @@ class Experiment:
 
     trainer: a ``difftre.trainer.Trainer``; params: the initial parameters; positions: the
     initial configuration (N, dim); report(trainer, state, metrics, out_dir) -> dict of summary
-    numbers (and writes the experiment's plots and exported model).
+    numbers (and writes the experiment's plots and exported model); held_out(trainer, state) -> dict
+    of observables that were not trained on, from the stored trajectory (``evaluate``).
     """
     trainer: training.Trainer
     params: object
     positions: np.ndarray
     report: Optional[Callable] = None
+    held_out: Optional[Callable] = None
 
 
 def experiment_name(module_name):
@@ -211,6 +213,40 @@ def run(experiment, out_dir, config_file=None, overrides=None, resume=False, ove
     _require_finite_summary(summary, out_dir)
     _write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def evaluate(out_dir, time_ps, progress=True):
+    """Validate a trained run: a new trajectory of ``time_ps`` (ps) with the learned parameters (the run's
+    sampling settings, continuing its last state), every target's prediction with its standard error
+    against its target, and the experiment's held-out observables (``Experiment.held_out``). Writes and
+    returns ``evaluation.json`` in the run folder."""
+    out_dir = pathlib.Path(out_dir)
+    if not (out_dir / CHECKPOINT_NAME).exists() or not (out_dir / CONFIG_NAME).exists():
+        raise RunFolderError(f"{out_dir}: no trained run to evaluate (no {CHECKPOINT_NAME} and {CONFIG_NAME})")
+    if not (np.isfinite(time_ps) and time_ps > 0):
+        raise configuration.ConfigError(f"evaluation time must be finite and positive, got {time_ps} ps")
+    saved = json.loads((out_dir / CONFIG_NAME).read_text())
+    module = experiment_module(saved["experiment"])
+    built = module.build(checked(saved["config"], module, str(out_dir / CONFIG_NAME)))
+    trainer = built.trainer
+    state = trainer.load(out_dir / CHECKPOINT_NAME, built.params)
+    sampling = trainer.sampling
+    n_frames = max(2, int(round(time_ps / (sampling.integrator.dt * sampling.stride))))
+    trainer.sampling = dataclasses.replace(sampling, n_frames=n_frames)
+    start = time.perf_counter()
+    trainer._sample(state, state.params)
+    evaluation = {"experiment": saved["experiment"], "updates_trained": state.update, "time_ps": time_ps,
+                  "n_states": n_frames, "sampling_time_s": time.perf_counter() - start, "targets": {}}
+    predictions = trainer.predictions_with_errors(state)
+    for target in trainer.targets:
+        value, error = predictions[target.name]
+        evaluation["targets"][target.name] = {
+            "prediction": np.asarray(value).tolist(), "standard_error": np.asarray(error).tolist(),
+            "mse": float(np.mean((np.asarray(value) - np.asarray(target.target)) ** 2))}
+    if built.held_out is not None:
+        evaluation["held_out"] = built.held_out(trainer, state)
+    _write_json(out_dir / "evaluation.json", evaluation)
+    return evaluation
 
 
 def _first_trajectory(trainer, built, config, module):

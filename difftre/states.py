@@ -24,23 +24,39 @@ def _rounded(count):
     return max(CAPACITY_STEP, -(-int(count) // CAPACITY_STEP) * CAPACITY_STEP)
 
 
-def neighbor_lists(frames, box, cutoff):
+def _checked_frames(frames, box, cutoff):
+    frames = np.ascontiguousarray(frames, np.float64)
+    box = np.ascontiguousarray(box, np.float64)
+    if frames.ndim != 3 or frames.shape[2] != 3:
+        raise ValueError(f"neighbour lists need frames of 3-D positions (n_frames, N, 3), got {frames.shape}")
+    neighbor_kernels.check_box_for_cutoff(box, cutoff)
+    return frames, box
+
+
+def neighbor_capacity(frames, box, cutoff):
+    """The largest number of neighbours closer than ``cutoff`` (nm) of any particle in any frame of
+    ``frames`` (n_frames, N, 3) nm, rounded up to a multiple of CAPACITY_STEP."""
+    frames, box = _checked_frames(frames, box, cutoff)
+    counts = np.zeros(frames.shape[1], np.int32)
+    empty = np.zeros((frames.shape[1], 0), np.int32)
+    return _rounded(max(neighbor_kernels.fill_neighbor_list(frame, box, cutoff, False, empty, counts)
+                        for frame in frames))
+
+
+def neighbor_lists(frames, box, cutoff, capacity=None):
     """Dense full neighbour lists (n_frames, N, capacity) int32, padded with N, of every pair
     closer than ``cutoff`` (nm) in each frame of ``frames`` (n_frames, N, 3) nm.
 
-    The capacity is the largest neighbour count of any frame (rounded up to a multiple of
-    CAPACITY_STEP).
+    capacity: None for ``neighbor_capacity`` of these frames; a given one (to keep one shape over
+    several calls) must hold every frame's neighbours, or a ValueError says how many are needed.
     """
-    frames = np.ascontiguousarray(frames, np.float64)
-    box = np.ascontiguousarray(box, np.float64)
-    n_frames, n, dim = frames.shape
-    if dim != 3:
-        raise ValueError(f"neighbour lists need 3-D positions, got dim {dim}")
-    neighbor_kernels.check_box_for_cutoff(box, cutoff)
+    needed = neighbor_capacity(frames, box, cutoff)
+    if capacity is not None and capacity < needed:
+        raise ValueError(f"neighbour capacity {capacity} is below the {needed} these frames need at {cutoff} nm")
+    capacity = needed if capacity is None else int(capacity)
+    frames, box = _checked_frames(frames, box, cutoff)
+    n_frames, n, _ = frames.shape
     counts = np.zeros(n, np.int32)
-    empty = np.zeros((n, 0), np.int32)
-    capacity = _rounded(max(neighbor_kernels.fill_neighbor_list(frame, box, cutoff, False, empty, counts)
-                            for frame in frames))
     lists = np.empty((n_frames, n, capacity), np.int32)
     slots = np.arange(capacity)[None, :]
     for frame, out in zip(frames, lists):
@@ -49,14 +65,15 @@ def neighbor_lists(frames, box, cutoff):
     return lists
 
 
-def stored_states(positions, box, cutoff=0.0, velocities=None):
+def stored_states(positions, box, cutoff=0.0, velocities=None, capacity=None):
     """A ``State`` stack of a trajectory: positions (n_frames, N, dim) nm, one box (dim,) nm for
-    all (broadcast to (n_frames, dim)), neighbour lists for ``cutoff`` (nm; none when 0) and the
-    recorded velocities (n_frames, N, dim) or None. Arrays keep the positions' dtype."""
+    all (broadcast to (n_frames, dim)), neighbour lists for ``cutoff`` (nm; none when 0; capacity
+    as ``neighbor_lists``) and the recorded velocities (n_frames, N, dim) or None. Arrays keep the
+    positions' dtype."""
     positions = np.asarray(positions)
     n_frames = positions.shape[0]
     boxes = np.broadcast_to(np.asarray(box, positions.dtype), (n_frames, positions.shape[2]))
-    lists = neighbor_lists(positions, box, cutoff) if cutoff > 0 else None
+    lists = neighbor_lists(positions, box, cutoff, capacity) if cutoff > 0 else None
     return State(jnp.asarray(positions), jnp.asarray(boxes), None if lists is None else jnp.asarray(lists),
                  None if velocities is None or len(velocities) == 0 else jnp.asarray(velocities))
 

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from difftre import checkpoint, md
 from difftre.observables.averages import weighted_average
 from difftre.reweighting import effective_sample_size, map_states, reweighting_weights
-from difftre.states import stored_states
+from difftre.states import neighbor_capacity, stored_states
 
 
 def _identity(averages):
@@ -165,6 +165,7 @@ class Trainer:
 
         self._optimizer_step = jax.jit(optimizer_step)
         self._per_state = {t.name: jax.jit(jax.vmap(t.features)) for t in self.targets if t.features is not None}
+        self._capacities = {}   # neighbour capacity of each per-state feature function, grown as needed
         if potential.features is not None:
             self._per_state[None] = jax.jit(jax.vmap(potential.features))
         self._energies = jax.jit(energies)
@@ -198,8 +199,13 @@ class Trainer:
 
         def per_state(key, cutoff):
             chunk = len(positions) if self.chunk_size is None else self.chunk_size
+            capacity = None
+            if cutoff > 0:   # one list shape for every chunk and, while it suffices, every trajectory (one trace)
+                capacity = max(self._capacities.get(key, 0), neighbor_capacity(positions, box, cutoff))
+                self._capacities[key] = capacity
             parts = [self._per_state[key](stored_states(positions[a:a + chunk], box, cutoff,
-                                                        None if velocities is None else velocities[a:a + chunk]))
+                                                        None if velocities is None else velocities[a:a + chunk],
+                                                        capacity))
                      for a in range(0, len(positions), chunk)]
             return jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
 

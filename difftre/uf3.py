@@ -293,13 +293,19 @@ def pressure_target(name, target, spec, prior_energy=None, kT=None, masses=None,
     """Target of the pressure P = -tr(sigma)/3 (kJ/mol/nm^3) from per-state virial features: a scalar
     and an (n_free,) vector per state (``difftre.observables.pressure``'s convention)."""
     from difftre.trainer import Target
+    import jax
     import jax.numpy as jnp
-    stress = _stress_features(spec, prior_energy, kT, masses, leg_capacity)
+    from difftre.models.state import deformed
+    model = UF3Model(_checked_spec(spec), leg_capacity)
 
     def features(state):
-        f = stress(state)
-        return {"constant": -jnp.trace(f["constant"]) / 3.0,
-                "linear": -jnp.trace(f["linear"], axis1=1, axis2=2) / 3.0}
+        # only tr W enters: one forward-mode pass along the isotropic strain x -> (1 + s) x, where
+        # tr W = -dU/ds, instead of the nine of the full virial features (9x cheaper per state)
+        volume, dtype = _volume(state), state.positions.dtype
+        isotropic = lambda s: model.features(deformed(state, (1 + s) * jnp.eye(3, dtype=dtype)), dtype)
+        d_phi = jax.jvp(isotropic, (jnp.zeros((), dtype),), (jnp.ones((), dtype),))[1]
+        constant = _prior_born_stress(prior_energy, state) - _kinetic(state, kT, masses) / volume
+        return {"constant": -jnp.trace(constant) / 3.0, "linear": -d_phi / (3.0 * volume)}
 
     return Target(name, np.asarray(target), gamma, observable=lambda p, f: f["constant"] + f["linear"] @ p,
                   features=features, cutoff=_cutoff_for(spec, cutoff))

@@ -25,6 +25,15 @@ def test_quick_preset_trains_resumes_and_reports_errors(tmp_path, kind):
         assert (out / name).exists()
     saved = json.loads((out / "config.json").read_text())
     assert saved["experiment"] == "cg-water" and saved["config"]["sampling"]["n_frames"] == 20
+    # validation on a new trajectory with the learned parameters: every target and the held-out q and D
+    evaluation = runner.evaluate(out, time_ps=4.0)
+    assert evaluation["n_states"] == 80 and json.loads((out / "evaluation.json").read_text()) == evaluation
+    assert set(evaluation["targets"]) == {"rdf", "adf", "pressure"}
+    assert all(np.all(np.asarray(t["standard_error"]) >= 0) and np.isfinite(t["mse"])
+               for t in evaluation["targets"].values())
+    held_out = evaluation["held_out"]
+    assert 0.2 < held_out["tetrahedral_order"] < 0.9 and held_out["tetrahedral_order_standard_error"] > 0
+    assert held_out["self_diffusion_cm2_per_s"] > 0 and held_out["self_diffusion_standard_error_cm2_per_s"] > 0
 
 
 def test_bad_configuration_file_and_preset_are_named(tmp_path):
@@ -37,6 +46,8 @@ def test_bad_configuration_file_and_preset_are_named(tmp_path):
         runner.resolve("cg-water", preset="slow")
     with pytest.raises(ConfigError, match="model.kind = 'dimenet' must be one of"):
         runner.resolve("cg-water", overrides={"model.kind": "dimenet"})
+    with pytest.raises(runner.RunFolderError, match="no trained run to evaluate"):
+        runner.evaluate(tmp_path / "nothing", time_ps=1.0)
 
 
 def test_ibi_alternates_boltzmann_and_pressure_steps_and_stops_on_no_improvement(tmp_path):

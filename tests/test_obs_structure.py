@@ -48,7 +48,7 @@ def test_rdf_matches_freud_counts_convolved():
 
 def test_rdf_all_pairs_equals_neighbor_list():
     positions, box = noisy_fcc(3, 0.5, 0.05, seed=1)
-    centers = jnp.asarray(bin_centers(0, 0.7, 70))
+    centers = bin_centers(0, 0.7, 70)
     nbrs = jnp.asarray(dense_neighbor_list(positions, box, 0.7 + 0.1))
     with_list = rdf(state_of(positions, box, nbrs), centers)
     all_pairs = rdf(state_of(positions, box), centers)
@@ -61,7 +61,7 @@ def test_ideal_gas_rdf_tends_to_one():
     box = np.full(3, length)
     positions = rng.uniform(0, length, (frames, n, 3))
     nbrs = np.stack([dense_neighbor_list(p, box, 1.05, capacity=160) for p in positions])
-    centers = jnp.asarray(bin_centers(0, 1, 300))
+    centers = bin_centers(0, 1, 300)
     states = state_of(positions, np.broadcast_to(box, (frames, 3)), nbrs)
     g = weighted_average(lambda s: rdf(s, centers), states, chunk_size=5)
     far = np.asarray(g)[centers > 0.3]
@@ -106,7 +106,7 @@ def test_adf_ideal_gas_is_sine_distributed():
     centers = bin_centers(0, np.pi, 20)
     states = state_of(frames, np.broadcast_to(box, (len(frames), 3)),
                       np.stack([dense_neighbor_list(f, box, 0.4, capacity=40) for f in frames]))
-    p = weighted_average(lambda s: adf(s, jnp.asarray(centers), sigma=0.05), states)
+    p = weighted_average(lambda s: adf(s, centers, sigma=0.05), states)
     interior = (centers > 0.4) & (centers < np.pi - 0.4)
     np.testing.assert_allclose(np.asarray(p)[interior], np.sin(centers[interior]) / 2, atol=0.05)
 
@@ -127,7 +127,7 @@ def test_reweighted_rdf_gradient_matches_finite_differences():
     rng = np.random.default_rng(5)
     box = jnp.full(3, 1.2)
     positions = jnp.asarray(rng.uniform(0, 1.2, (8, 40, 3)))
-    centers = jnp.asarray(bin_centers(0.1, 0.5, 40))
+    centers = bin_centers(0.1, 0.5, 40)
     target = jnp.linspace(0.5, 1.5, 40)
 
     def energy(theta, pos):
@@ -176,7 +176,7 @@ def test_water_rdf_with_stored_list_equals_all_pairs():
     from difftre.states import stored_states
 
     positions, box = water_901()
-    centers = jnp.asarray(bin_centers(0, 1, 300))
+    centers = bin_centers(0, 1, 300)
     state = first(stored_states(positions[None], box, rdf_list_cutoff(centers)))
     assert state.neighbors.shape[1] < len(positions) // 4          # a real list, not all pairs
     g_rdf = jax.jit(lambda s: rdf(s, centers))                     # jit: the all-pairs histogram stays fused
@@ -201,7 +201,7 @@ def test_water_adf_with_stored_list_equals_all_pairs():
 
     positions, box = water_cube(1.6)
     assert 120 < len(positions) < 150
-    centers = jnp.asarray(bin_centers(0, np.pi, 200))
+    centers = bin_centers(0, np.pi, 200)
     state = first(stored_states(positions[None], box, adf_list_cutoff()))
     g_adf = jax.jit(lambda s: adf(s, centers))
     with_list, all_pairs = np.asarray(g_adf(state)), np.asarray(g_adf(state._replace(neighbors=None)))
@@ -216,7 +216,7 @@ def test_water_901_adf_with_stored_list():
 
     positions, box = water_901()
     centers = bin_centers(0, np.pi, 200)
-    g_adf = jax.jit(lambda s: adf(s, jnp.asarray(centers)))
+    g_adf = jax.jit(lambda s: adf(s, centers))
     state = first(stored_states(positions[None], box, adf_list_cutoff()))
     ours = np.asarray(g_adf(state))
     wide = np.asarray(g_adf(first(stored_states(positions[None], box, 0.6))))

@@ -26,21 +26,36 @@ def bin_centers(lower, upper, n_bins):
     return lower + width * (np.arange(n_bins) + 0.5)
 
 
+WINDOW = 8.0   # each Gaussian is summed over the bins within WINDOW sigma: the rest is below exp(-32) = 1e-14
+
+
 def smoothed_histogram(values, weights, centers, sigma):
     """sum_t weights_t * G_sigma(centers - values_t), G_sigma the unit-area Gaussian.
 
-    ``values`` and ``weights`` have the same (any) shape; returns centers.shape.
-    The forward pass is a broadcast + reduction that XLA fuses without storing
-    the (n_values, n_bins) array; reverse mode through ``values`` does store it.
-    In DiffTRe the RDF and ADF do not depend on the parameters (only the
-    weights carry gradients), so only the forward pass runs on them.
+    ``values`` and ``weights`` have the same (any) shape; ``centers`` are equally spaced bin centres
+    (NumPy, fixed when traced) and ``sigma`` a number. Each value adds its Gaussian to the bins
+    within WINDOW sigma of it only (scatter-add), so time and memory grow with the number of
+    values times 2 WINDOW sigma / spacing + 1, not with the number of bins: an RDF of 901 beads
+    on 300 bins with one-bin smoothing touches 17 bins per pair and never stores a
+    (pairs, bins) array, vmapped over states or not.
     """
-    values, weights = values.reshape(-1, 1), weights.reshape(-1, 1)
-    return jnp.sum(weights * norm.pdf(centers, loc=values, scale=sigma), axis=0)
+    centers = np.asarray(centers)
+    spacing = float(centers[1] - centers[0])
+    half = int(math.ceil(WINDOW * float(sigma) / spacing))
+    values, weights = values.reshape(-1), weights.reshape(-1)
+    nearest = jnp.round((values - centers[0]) / spacing).astype(jnp.int32)
+    index = nearest[:, None] + jnp.arange(-half, half + 1, dtype=jnp.int32)[None, :]
+    inside = (index >= 0) & (index < centers.size)
+    gaussian = norm.pdf(centers[0] + index * spacing, loc=values[:, None], scale=sigma)
+    contribution = jnp.where(inside, weights[:, None] * gaussian, 0.0)
+    histogram = jnp.zeros(centers.size, contribution.dtype)
+    return histogram.at[jnp.where(inside, index, 0)].add(contribution)
 
 
 def _default_sigma(centers, sigma):
-    return centers[1] - centers[0] if sigma is None else sigma
+    """One bin width unless given (a number, fixed when traced)."""
+    centers = np.asarray(centers)
+    return float(centers[1] - centers[0]) if sigma is None else sigma
 
 
 def rdf(state, centers, sigma=None):
