@@ -22,6 +22,8 @@ from difftre.models import pair_spline, priors, uf3 as uf3_model
 from difftre.observables import block_standard_error, nm2_per_ps_to_cm2_per_s, self_diffusion, tetrahedral_order
 from difftre.observables import adf, adf_list_cutoff, bin_centers, load_adf_target, load_rdf_target, pressure, rdf, \
     rdf_list_cutoff
+from difftre.models.spline import roughness as spline_roughness
+from difftre.optim import add_penalty_gradient
 from difftre.potential import Potential
 from difftre.reweighting import map_states
 from difftre.resources import Demand, check_time_step
@@ -196,7 +198,10 @@ def build(config):
         params = trainer.initial_params(dtype)
     else:
         schedule = optax.exponential_decay(training["learning_rate"], training["decay_updates"], 0.01)
-        optimizer = optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"])
+        roughness = (uf3_model.smoothness_penalty(uf3_spec(model)) if model["kind"] == "spline"
+                     else spline_roughness)
+        optimizer = optax.chain(add_penalty_gradient(roughness, training["smoothness"]),
+                                optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"]))
         trainer = Trainer(potential, targets, optimizer, sampling_config, box=box, masses=system["mass"], kT=kT,
                           chunk_size=training["chunk_size"], resample_threshold=training["resample_threshold"])
 

@@ -18,6 +18,7 @@ from difftre import md, systems, uf3
 from difftre.config import SEED_FIELD, TRAINING_FIELDS, TRAJECTORY_FIELDS, in_range, positive_up_to, refuse
 from difftre.models import priors, uf3 as uf3_model
 from difftre.observables.elastic import cubic_constants
+from difftre.optim import add_penalty_gradient
 from difftre.resources import Demand, check_time_step
 from difftre.runner import Experiment
 from difftre.trainer import SamplingConfig, Target, Trainer
@@ -102,7 +103,8 @@ def build(config):
                cutoff=stiffness.cutoff, combine=lambda averages: cubic_constants(stiffness.combine(averages))),
     ]
     schedule = optax.exponential_decay(training["learning_rate"], training["decay_updates"], 0.01)
-    optimizer = optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"])
+    optimizer = optax.chain(add_penalty_gradient(uf3_model.smoothness_penalty(spec), training["smoothness"]),
+                            optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"]))
     integrator = md.Langevin(sampling["dt"], kT, sampling["friction"])
     trainer = Trainer(potential, targets, optimizer,
                       SamplingConfig(integrator, sampling["n_equilibration"], sampling["n_frames"], sampling["stride"],
