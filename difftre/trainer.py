@@ -199,10 +199,7 @@ class Trainer:
 
         def per_state(key, cutoff):
             chunk = len(positions) if self.chunk_size is None else self.chunk_size
-            capacity = None
-            if cutoff > 0:   # one list shape for every chunk and, while it suffices, every trajectory (one trace)
-                capacity = max(self._capacities.get(key, 0), neighbor_capacity(positions, box, cutoff))
-                self._capacities[key] = capacity
+            capacity = self._kept_capacity(key, positions, cutoff)
             parts = [self._per_state[key](stored_states(positions[a:a + chunk], box, cutoff,
                                                         None if velocities is None else velocities[a:a + chunk],
                                                         capacity))
@@ -236,9 +233,20 @@ class Trainer:
         state.sampler_state = sampler_state
         self._store(state, params, positions, velocities)
 
+    def _kept_capacity(self, key, positions, cutoff):
+        """The neighbour capacity for `key`'s lists at `cutoff` (None without lists): the largest count of
+        these frames, or the one used before while it suffices, so that array shapes, and with them the
+        jitted functions' traces, stay the same from trajectory to trajectory."""
+        if not cutoff > 0:
+            return None
+        capacity = max(self._capacities.get(key, 0), neighbor_capacity(positions, self.box, cutoff))
+        self._capacities[key] = capacity
+        return capacity
+
     def _store(self, state, params, positions, velocities, reference_energies=None):
         """Make `positions` (and velocities) the reference trajectory of `params`."""
-        state.states = stored_states(positions, self.box, self.potential.cutoff, velocities)
+        capacity = self._kept_capacity("stored states", np.asarray(positions), self.potential.cutoff)
+        state.states = stored_states(positions, self.box, self.potential.cutoff, velocities, capacity)
         self._precompute(state.states)
         state.sampling_params = params
         state.reference_energies = (self._energies(params, self._model_inputs) if reference_energies is None
