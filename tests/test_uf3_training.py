@@ -68,7 +68,7 @@ def trainer_pair(record_velocities=False):
     return out
 
 
-@pytest.mark.parametrize("record_velocities", [False, True])
+@pytest.mark.parametrize("record_velocities", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_linear_path_gives_the_loss_and_gradient_of_the_energy_path(record_velocities):
     (linear, state_l), (plain, state_p) = trainer_pair(record_velocities)
     np.testing.assert_array_equal(state_l.states.positions, state_p.states.positions)
@@ -99,7 +99,7 @@ def states_with_list(n_states=3, seed=0, velocities=False):
     return out
 
 
-@pytest.mark.parametrize("velocities", [False, True])
+@pytest.mark.parametrize("velocities", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_pressure_and_stress_from_virial_features_equal_the_observables_on_the_model(velocities):
     prior_energy, prior_terms = prior()
     potential = glue.uf3_potential(SPEC, prior_energy, prior_terms)
