@@ -381,6 +381,23 @@ class SamplerBase:
                 else f"moved more than {limit:.4g} nm in one step")
 
 
+def sampler(force_field, integrator, device="cpu", replicas=1, **options):
+    """The one entry point to the samplers: device "cpu" gives a `Sampler` (one system, all in one
+    compiled call), "cuda" a `difftre.md_cuda.CudaSampler` (``replicas`` independent copies in one
+    launch; a force field whose only term is a JAX model runs host-stepped). Both share
+    `SamplerBase` (checks, degrees of freedom, velocity draw, errors); ``options`` go to the class
+    (skin, dtype, ...)."""
+    if device == "cpu":
+        if replicas != 1:
+            raise ValueError(f"the CPU sampler runs one system (replicas=1), got replicas={replicas}; "
+                             f"use device='cuda' for batched replicas")
+        return Sampler(force_field, integrator, **options)
+    if device == "cuda":
+        from difftre import md_cuda
+        return md_cuda.CudaSampler(force_field, integrator, replicas=replicas, **options)
+    raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+
+
 class Sampler(SamplerBase):
     """Runs trajectories of one force field with one integrator inside compiled code (CPU)."""
 

@@ -219,8 +219,8 @@ class Trainer:
         """New reference trajectory at params (raises md.SimulationError, leaving `state` untouched)."""
         s = self.sampling
         if s.device == "cuda":
-            from difftre import md_cuda
-            gpu = md_cuda.CudaSampler(self.potential.force_field(params), s.integrator, skin=s.skin, dtype=s.dtype)
+            gpu = md.sampler(self.potential.force_field(params), s.integrator, device="cuda", skin=s.skin,
+                             dtype=s.dtype)
             trajectory, gpu_state = gpu.run(gpu.continue_from([state.sampler_state]), s.n_equilibration,
                                             s.n_frames, s.stride, record_velocities=s.record_velocities)
             positions, sampler_state = trajectory.positions[0], gpu_state.replica(0, self._sampler(params))

@@ -108,3 +108,15 @@ def test_user_kernels_plug_in_without_editing_the_library():
     trajectory, _ = sampler.run(state, 0, 20, 10)
     total = trajectory.potential_energy + trajectory.kinetic_energy
     assert np.ptp(total) < 1e-3 * np.abs(trajectory.kinetic_energy).mean()
+
+
+def test_one_sampler_entry_point_for_cpu_and_cuda():
+    """md.sampler(device=, replicas=) gives the CPU Sampler (the CUDA one is exercised by the training
+    test under the simulator); wrong devices and CPU replicas are refused by name."""
+    from difftre import md
+    ff, integrator = md.ForceField([md.harmonic(1.0, [0.5])]), md.Langevin(0.01, 1.0, 1.0)
+    assert type(md.sampler(ff, integrator)) is md.Sampler
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda', got 'gpu'"):
+        md.sampler(ff, integrator, device="gpu")
+    with pytest.raises(ValueError, match="replicas=1.*replicas=4.*device='cuda'"):
+        md.sampler(ff, integrator, replicas=4)
