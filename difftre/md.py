@@ -32,6 +32,7 @@ from difftre.potentials import positive as _positive
 
 BOLTZMANN = 0.0083144626  # kJ/(mol K)
 BAR = 0.0602214           # 1 bar in kJ mol^-1 nm^-3
+GPA = 602.2137            # 1 GPa in kJ mol^-1 nm^-3
 DTYPES = (np.float32, np.float64)
 MAX_STEP = np.iinfo(np.int64).max   # the engines count steps in int64 (the random stream in uint64)
 

@@ -1,10 +1,7 @@
 """Plots of the coarse-grained water experiment."""
-import numpy as np
-
 from difftre import plots
 from difftre.md import BAR
 from difftre.plots import plt
-
 
 
 def write_plots(out_dir, metrics, rdf_centers, adf_centers, targets):

@@ -10,11 +10,11 @@ C = <C_B> - V/kT Cov(sigma_B) + N kT/V (...) without evaluating the model.
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from difftre import md, systems, uf3
+from difftre.md import GPA
 from difftre.config import SEED_FIELD, TRAINING_FIELDS, TRAJECTORY_FIELDS, in_range, positive_up_to, refuse
 from difftre.models import priors, uf3 as uf3_model
 from difftre.observables.elastic import cubic_constants
@@ -24,7 +24,6 @@ from difftre.runner import Experiment
 from difftre.trainer import SamplingConfig, Target, Trainer
 
 DEFAULT_CONFIG = pathlib.Path(__file__).with_name("config.toml")
-GPA = 602.2137            # 1 GPa in kJ mol^-1 nm^-3
 AVOGADRO = 6.02214076e23
 DIAMOND_BASIS_ATOMS = 8   # atoms per conventional cell
 SCHEMA = {   # nm, ps, u, kJ/mol, K; targets in GPa

@@ -2,9 +2,8 @@
 import numpy as np
 
 from difftre import plots
+from difftre.md import GPA
 from difftre.plots import plt
-
-GPA = 602.2137   # kJ mol^-1 nm^-3
 
 
 def write_plots(out_dir, metrics, targets_gpa):
