@@ -42,6 +42,14 @@ def deformed(state, deformation):
     return state._replace(deformation=deformation)
 
 
+def strain_deformation(eps):
+    """Deformation I + eta - eta^2/2 of the symmetrised strain eta = (eps + eps^T)/2, (dim, dim): its
+    metric F^T F is I + 2 eta + O(eta^3), so first eps-derivatives at 0 are those of the linear strain
+    (the virial) and second ones those of the Green-Lagrange strain (the Born terms)."""
+    eta = 0.5 * (eps + eps.T)
+    return jnp.eye(eps.shape[0], dtype=eps.dtype) + eta - 0.5 * eta @ eta
+
+
 def n_particles(state):
     """N of a state (static under jit)."""
     return state.positions.shape[-2]

@@ -37,7 +37,7 @@ import numpy as np
 
 from .geometry import neighbor_distances
 from .precision import params_dtype
-from .state import deformed
+from .state import deformed, strain_deformation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,14 +221,6 @@ def dense_basis(r, axis):
     """All n_basis B-splines of ``axis`` at r: array r.shape + (n_basis,) (mostly zeros)."""
     k, values = local_basis(r, axis)
     return sum(v[..., None] * jax.nn.one_hot(k + j, axis.n_basis, dtype=r.dtype) for j, v in enumerate(values))
-
-
-def strain_deformation(eps):
-    """Deformation I + eta - eta^2/2 of the symmetrised strain eta = (eps + eps^T)/2: its metric is
-    I + 2 eta + O(eta^3), so second eps-derivatives at 0 are those w.r.t. the Green-Lagrange strain
-    (same contract as difftre.observables.stress.strain_deformation)."""
-    eta = 0.5 * (eps + eps.T)
-    return jnp.eye(eps.shape[0], dtype=eps.dtype) + eta - 0.5 * eta @ eta
 
 
 @jax.tree_util.register_static

@@ -33,14 +33,8 @@ Units: nm, ps, u, kJ/mol; stress and pressure in kJ mol^-1 nm^-3
 import jax
 import jax.numpy as jnp
 
-from difftre.models.state import deformed
+from difftre.models.state import deformed, strain_deformation  # noqa: F401  (re-exported)
 from difftre.observables.geometry import volume
-
-
-def strain_deformation(eps):
-    """Deformation matrix I + eta - eta^2/2 of the symmetrised strain eta = (eps + eps^T)/2."""
-    eta = 0.5 * (eps + eps.T)
-    return jnp.eye(eps.shape[0], dtype=eps.dtype) + eta - 0.5 * eta @ eta
 
 
 def strained_energy(energy, params, state):
