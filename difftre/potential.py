@@ -30,16 +30,22 @@ class Potential:
 
     cutoff: neighbour-list cut-off (nm) ``energy`` needs in ``state.neighbors`` (0: none).
     features / energy_from_features: the optional split described in the module doc.
+    trajectory_features: optional compiled twin of ``features`` for a whole trajectory,
+      (frames (S, N, 3) nm, box (3,) nm, velocities (S, N, 3) or None) -> features stacked on axis 0
+      (NumPy); the trainer uses it instead of ``features`` (tests hold the two equal).
     """
     energy: Callable
     force_field: Callable
     cutoff: float = 0.0
     features: Optional[Callable] = None
     energy_from_features: Optional[Callable] = None
+    trajectory_features: Optional[Callable] = None
 
     def __post_init__(self):
         if (self.features is None) != (self.energy_from_features is None):
             raise ValueError("a potential gives features and energy_from_features together, or neither")
+        if self.trajectory_features is not None and self.features is None:
+            raise ValueError("a potential's trajectory_features is the compiled twin of its features: give both")
 
 
 def external_spline_with_harmonic_prior(grid, prior_k, prior_center, dtype):

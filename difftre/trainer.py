@@ -61,6 +61,10 @@ class Target:
     - parameter-dependent ones (pressure, stress): ``observable(params, state)`` on the
       stored states (with the potential's neighbour list), ``features`` None;
     - both, for models with a linear form (pressure from per-state virial features).
+
+    ``trajectory_features`` (optional): the compiled twin of ``features`` for a whole trajectory,
+    (frames (S, N, dim) nm, box (dim,) nm, velocities or None) -> features stacked on axis 0; the
+    trainer uses it instead of ``features`` (tests hold the two equal).
     """
     name: str
     target: np.ndarray
@@ -69,10 +73,13 @@ class Target:
     features: Optional[Callable] = None
     cutoff: float = 0.0
     combine: Callable = _identity
+    trajectory_features: Optional[Callable] = None
 
     def __post_init__(self):
         if self.observable is None and self.features is None:
             raise ValueError(f"target {self.name!r} needs an observable, per-state features or both")
+        if self.trajectory_features is not None and self.features is None:
+            raise ValueError(f"target {self.name!r}: trajectory_features is the compiled twin of features: give both")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +204,12 @@ class Trainer:
         positions, box = np.asarray(states.positions), self.box
         velocities = None if states.velocities is None else np.asarray(states.velocities)
 
+        def per_trajectory(owner, key, cutoff):
+            if owner.trajectory_features is not None:
+                return jax.tree.map(lambda x: jnp.asarray(x, positions.dtype),
+                                    owner.trajectory_features(positions, box, velocities))
+            return per_state(key, cutoff)
+
         def per_state(key, cutoff):
             chunk = len(positions) if self.chunk_size is None else self.chunk_size
             capacity = self._kept_capacity(key, positions, cutoff)
@@ -207,8 +220,9 @@ class Trainer:
             return jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
 
         potential = self.potential
-        self._model_inputs = states if potential.features is None else per_state(None, potential.cutoff)
-        self._target_inputs = {t.name: states if t.features is None else per_state(t.name, t.cutoff)
+        self._model_inputs = states if potential.features is None else per_trajectory(potential, None,
+                                                                                       potential.cutoff)
+        self._target_inputs = {t.name: states if t.features is None else per_trajectory(t, t.name, t.cutoff)
                                for t in self.targets}
 
     def _sampler(self, params):

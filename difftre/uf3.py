@@ -31,6 +31,56 @@ KJ_PER_MOL_PER_ENERGY_UNIT = {"metal": 96.485332123310018, "real": 4.184}
 """kJ/mol in one LAMMPS energy unit: eV (units metal) and kcal/mol (units real)."""
 
 
+def trajectory_basis_sums(spec, frames, box):
+    """The UF3 features of every frame, by the Numba kernel (the compiled twin of
+    ``UF3Model.features``, computed once per reference trajectory):
+
+      phi (S, n_free):    U = theta . phi (kJ/mol per unit coefficient)
+      strain (S, n_free): d phi / ds under the isotropic strain x -> (1 + s) x, so tr W = -theta . strain
+
+    frames (S, N, 3) nm in the orthorhombic box (3,) nm; float64 whatever the frames' precision.
+    Every pair and triplet inside the cut-offs enters (no leg capacity).
+    """
+    spec = _checked_spec(spec)
+    frames = np.ascontiguousarray(frames, np.float64)
+    box = np.asarray(box, np.float64)
+    if frames.ndim != 3 or frames.shape[2] != 3 or box.shape != (3,):
+        raise ValueError(f"frames must be (S, N, 3) and box (3,), got {frames.shape} and {box.shape}")
+    params = uf3_params(spec, np.zeros(spec.n_free))
+    from difftre.kernels.neighbors import check_box_for_cutoff
+    check_box_for_cutoff(box, spec.neighbor_cutoff)
+    n_frames = len(frames)
+    pair_shape, triplet_shape = (n_frames, spec.n_pair + 3), (n_frames, spec.n_leg + 3, spec.n_leg + 3, spec.n_jk + 3)
+    phi2, strain2 = np.empty(pair_shape), np.empty(pair_shape)
+    phi3, strain3 = np.empty(triplet_shape), np.empty(triplet_shape)
+    density = frames.shape[1] / np.prod(box)
+    capacity = int(1.5 * 4.0 / 3.0 * np.pi * spec.neighbor_cutoff ** 3 * density) + 16
+    uf3_kernels.uf3_trajectory_basis_sums(params, frames, box, capacity, phi2, phi3, strain2, strain3)
+    l, m, n = spec.triplet_free_index()
+    crossed = (l != m)
+
+    def folded(pair, triplet):   # c[l, m, n] = c[m, l, n]: a free coefficient sums both orders
+        return np.concatenate([pair[:, :spec.n_pair], triplet[:, l, m, n] + crossed * triplet[:, m, l, n]], axis=1)
+    return folded(phi2, phi3), folded(strain2, strain3)
+
+
+def _kinetic_trace(frames, velocities, masses, kT):
+    """tr K (S,) kJ/mol: sum m v^2 with recorded velocities and masses, else 3 N kT."""
+    if velocities is not None and len(velocities) and masses is not None:
+        masses = np.broadcast_to(np.asarray(masses, np.float64), velocities.shape[1:2])
+        return np.einsum("i,sia,sia->s", masses, np.asarray(velocities, np.float64), np.asarray(velocities, np.float64))
+    if kT is None:
+        raise ValueError("give kT (or masses with recorded velocities) for the kinetic part")
+    return np.full(len(frames), 3.0 * frames.shape[1] * kT)
+
+
+def _prior_energies_and_virials(prior_terms, frames, box):
+    """(U (S,), W (S, 3, 3)) of the prior's Numba terms (zeros without)."""
+    if not prior_terms:
+        return np.zeros(len(frames)), np.zeros((len(frames), 3, 3))
+    return md.ForceField(list(prior_terms)).energies_and_virials(frames, box)
+
+
 def _checked_spec(spec):
     if not isinstance(spec, UF3Spec):
         raise TypeError(f"spec must be a difftre.models.uf3.UF3Spec, got {type(spec).__name__}")
@@ -226,8 +276,12 @@ def uf3_potential(spec, prior_energy=None, prior_terms=(), cutoff=None, leg_capa
     def energy_from_features(params, f):
         return f[0] + f[1] @ params
 
+    def trajectory_features(frames, box, velocities):
+        return _prior_energies_and_virials(prior_terms, frames, box)[0], trajectory_basis_sums(spec, frames, box)[0]
+
     return Potential(energy, force_field, cutoff=cutoff, features=features,
-                     energy_from_features=energy_from_features)
+                     energy_from_features=energy_from_features,
+                     trajectory_features=None if prior_energy is not None and not prior_terms else trajectory_features)
 
 
 def _volume(state):
@@ -289,9 +343,13 @@ def stress_target(name, target, spec, prior_energy=None, kT=None, masses=None, g
 
 
 def pressure_target(name, target, spec, prior_energy=None, kT=None, masses=None, gamma=1.0, cutoff=None,
-                    leg_capacity=None):
+                    leg_capacity=None, prior_terms=None):
     """Target of the pressure P = -tr(sigma)/3 (kJ/mol/nm^3) from per-state virial features: a scalar
-    and an (n_free,) vector per state (``difftre.observables.pressure``'s convention)."""
+    and an (n_free,) vector per state (``difftre.observables.pressure``'s convention).
+
+    prior_terms: the prior's Numba terms (twins of prior_energy); given (or without a prior), the
+    features of a whole trajectory come from the compiled kernels (``trajectory_basis_sums`` and the
+    prior's virial), P = (tr K + tr W_prior - theta . strain) / (3 V)."""
     from difftre.trainer import Target
     import jax
     import jax.numpy as jnp
@@ -307,8 +365,16 @@ def pressure_target(name, target, spec, prior_energy=None, kT=None, masses=None,
         constant = _prior_born_stress(prior_energy, state) - _kinetic(state, kT, masses) / volume
         return {"constant": -jnp.trace(constant) / 3.0, "linear": -d_phi / (3.0 * volume)}
 
+    def trajectory_features(frames, box, velocities):
+        volume = float(np.prod(box))
+        virial_trace = np.trace(_prior_energies_and_virials(prior_terms or (), frames, box)[1], axis1=1, axis2=2)
+        return {"constant": (_kinetic_trace(frames, velocities, masses, kT) + virial_trace) / (3.0 * volume),
+                "linear": -trajectory_basis_sums(spec, frames, box)[1] / (3.0 * volume)}
+
+    compiled = prior_energy is None or prior_terms is not None
     return Target(name, np.asarray(target), gamma, observable=lambda p, f: f["constant"] + f["linear"] @ p,
-                  features=features, cutoff=_cutoff_for(spec, cutoff))
+                  features=features, cutoff=_cutoff_for(spec, cutoff),
+                  trajectory_features=trajectory_features if compiled else None)
 
 
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))

@@ -29,13 +29,14 @@ engine compiles it through `difftre.kernels.cuda.port`, with `SCALAR_TWINS` for 
 """
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from difftre.kernels.jit import kernel
 from difftre.kernels.manybody import (FASTMATH, add_outer, add_virial, collect_bonds, on_atom_chunks,
                                       scatter_bond_gradients)
+from difftre.kernels.neighbors import build
 from difftre.kernels.space import displacement
 
 # ---- 4-wide vector helpers (a triplet's coefficient block is 4 x 4 rows of 4 contiguous doubles along
@@ -527,3 +528,107 @@ def uf3_on_atom(i, positions, box, inv_box, nbr_idx, nbr_count, params, force, v
     force[1] += fy
     force[2] += fz
     return e
+
+
+# ---------------------------------------------------------------------------- the linear form: basis sums
+
+@kernel(inline="always")
+def _add_outer3(phi, strain, k1, k2, k3, a, b, c, ra, rb, rc):
+    """phi[k1 + p, k2 + q, k3 + s] += a_p b_q c_s and strain[...] += ra_p b_q c_s + a_p rb_q c_s +
+    a_p b_q rc_s for p, q, s = 0..3 (a, b, c the three distances' basis values, ra, rb, rc their
+    r dB/dr)."""
+    for p in range(4):
+        for q in range(4):
+            ab = a[p] * b[q]
+            rab = ra[p] * b[q] + a[p] * rb[q]
+            for s in range(4):
+                phi[k1 + p, k2 + q, k3 + s] += ab * c[s]
+                strain[k1 + p, k2 + q, k3 + s] += rab * c[s] + ab * rc[s]
+
+
+@kernel(fastmath=FASTMATH)
+def uf3_basis_sums(params, positions, box, nbr_idx, nbr_count, phi2, phi3, strain2, strain3):
+    """Adds one state's UF3 basis sums, the features of the energy's linear form
+    U = a . phi2 + sum_lmn c_lmn phi3_lmn (symmetric c folded by the caller):
+
+      phi2[n]      += sum_{i<j} B_n(r_ij)                              (pair, r_ij < pair cut-off)
+      phi3[l, m, n] += sum_i sum_{j<k} B_l(r_ij) B_m(r_ik) B_n(r_jk)    (legs j before k in i's list)
+
+    and their derivatives under the isotropic strain x -> (1 + s) x at s = 0 (each distance
+    contributes r dB/dr) into strain2 and strain3 (so tr W = -(a . strain2 + c : strain3), kJ/mol).
+    Same selection of pairs and triplets as `_uf3_atoms` (the energy); params from `pack_params` (its
+    coefficients are not read); a full neighbour list covering max(pair, leg cut-off)."""
+    constants = uf3_constants(params)
+    pair_cut = constants[0][1]
+    leg_r_min, leg_cut = constants[1][0], constants[1][1]
+    jk_r_min, jk_cut = constants[2][0], constants[2][1]
+    list_cut = max(pair_cut, leg_cut)
+    lengths = (box[0], box[1], box[2])
+    inverse_lengths = (1.0 / box[0], 1.0 / box[1], 1.0 / box[2])
+    cap = nbr_idx.shape[1]
+    bx = np.empty(cap)
+    by = np.empty(cap)
+    bz = np.empty(cap)
+    b_r2 = np.empty(cap)
+    b_j = np.empty(cap, np.int64)
+    leg_vec = np.empty((cap, 3))
+    leg_r = np.empty(cap)
+    leg_k = np.empty(cap, np.int64)
+    leg_basis = np.empty((cap, 4))
+    leg_strain = np.empty((cap, 4))
+    c = np.empty(4)
+    rc = np.empty(4)
+    for i in range(positions.shape[0]):
+        nb = collect_bonds(i, positions, lengths, inverse_lengths, nbr_idx, nbr_count, list_cut * list_cut,
+                           bx, by, bz, b_r2, b_j)
+        n_legs = 0
+        for b in range(nb):
+            r = np.sqrt(b_r2[b])
+            if b_j[b] > i and r < pair_cut:
+                k, basis = uf3_basis(r, params, constants[0])
+                for p in range(4):
+                    phi2[k + p] += basis[p]
+                    strain2[k + p] += r * basis[4 + p]
+            if r < leg_cut and r >= leg_r_min:
+                k, basis = uf3_basis(r, params, constants[1])
+                leg_vec[n_legs, 0] = bx[b]
+                leg_vec[n_legs, 1] = by[b]
+                leg_vec[n_legs, 2] = bz[b]
+                leg_r[n_legs] = r
+                leg_k[n_legs] = k
+                for p in range(4):
+                    leg_basis[n_legs, p] = basis[p]
+                    leg_strain[n_legs, p] = r * basis[4 + p]
+                n_legs += 1
+        for x1 in range(n_legs - 1):
+            for x2 in range(x1 + 1, n_legs):
+                ux = leg_vec[x2, 0] - leg_vec[x1, 0]
+                uy = leg_vec[x2, 1] - leg_vec[x1, 1]
+                uz = leg_vec[x2, 2] - leg_vec[x1, 2]
+                r3 = np.sqrt(ux * ux + uy * uy + uz * uz)
+                if r3 >= jk_cut or r3 < jk_r_min:
+                    continue
+                k3, basis = uf3_basis(r3, params, constants[2])
+                for s in range(4):
+                    c[s] = basis[s]
+                    rc[s] = r3 * basis[4 + s]
+                _add_outer3(phi3, strain3, leg_k[x1], leg_k[x2], k3, leg_basis[x1], leg_basis[x2], c,
+                            leg_strain[x1], leg_strain[x2], rc)
+
+
+@kernel(parallel=True)
+def uf3_trajectory_basis_sums(params, frames, box, capacity, phi2, phi3, strain2, strain3):
+    """`uf3_basis_sums` of every frame (S, N, 3) nm into phi2 (S, n_pair + 3), phi3 (S, ...) etc.
+    (zeroed here), the frames spread over Numba's threads; each frame builds its own full neighbour
+    list (starting at `capacity` slots, regrown as needed, so no pair is dropped)."""
+    list_cut = max(params[2], params[5])
+    for f in prange(frames.shape[0]):
+        positions = np.ascontiguousarray(frames[f])
+        nbr_idx = np.empty((positions.shape[0], capacity), np.int32)
+        nbr_count = np.empty(positions.shape[0], np.int32)
+        nbr_idx = build(positions, box, list_cut, False, nbr_idx, nbr_count, np.empty_like(positions))
+        phi2[f] = 0.0
+        phi3[f] = 0.0
+        strain2[f] = 0.0
+        strain3[f] = 0.0
+        uf3_basis_sums(params, positions, box, nbr_idx, nbr_count, phi2[f], phi3[f], strain2[f], strain3[f])

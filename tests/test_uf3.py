@@ -316,6 +316,35 @@ def test_numba_equals_jax_and_the_linear_form(name):
         assert relative_error(np.einsum("p,pab->ab", t, virial_features), w) < 1e-10
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_compiled_trajectory_features_equal_the_jax_features(name):
+    """trajectory_basis_sums (Numba, once per trajectory) against UF3Model.features and the trace of
+    its virial features (JAX autodiff) on three frames, and the potential's and the pressure target's
+    trajectory features against their per-state JAX features (prior included)."""
+    from difftre.models import priors
+    from difftre.states import stored_states
+    spec = CASES[name][1]
+    frames, boxes = zip(*(CASES[name][0](np.random.default_rng(seed)) for seed in range(3)))
+    box = boxes[0] * 1.01      # the diamond frames are strained copies: one box that holds all
+    frames = np.stack(frames)
+    phi, strain = glue.trajectory_basis_sums(spec, frames, box)
+    uf3_model = model(spec)
+    for frame, phi_frame, strain_frame in zip(frames, phi, strain):
+        state = jax_state(frame, box, dense_neighbor_list(frame, box, spec.neighbor_cutoff + SKIN))
+        assert relative_error(phi_frame, np.asarray(uf3_model.features(state))) < 1e-12
+        virial_trace = np.trace(np.asarray(uf3_model.virial_features(state)), axis1=1, axis2=2)
+        assert relative_error(strain_frame, -virial_trace) < 1e-12
+    prior_args = (2.0, 0.25, spec.pair_cutoff)
+    prior, prior_term = priors.repulsive(*prior_args, dtype=np.float64), md.repulsive(*prior_args)
+    potential = glue.uf3_potential(spec, prior, [prior_term], leg_capacity=20)
+    pressure = glue.pressure_target("pressure", 0.0, spec, prior, kT=2.5, leg_capacity=20, prior_terms=[prior_term])
+    states = stored_states(frames, box, potential.cutoff)
+    for compiled, reference in ((potential.trajectory_features(frames, box, None), jax.vmap(potential.features)(states)),
+                                (pressure.trajectory_features(frames, box, None), jax.vmap(pressure.features)(states))):
+        for got, want in zip(jax.tree.leaves(compiled), jax.tree.leaves(reference)):
+            assert relative_error(got, np.asarray(want)) < 1e-12
+
+
 def test_leg_capacity_compacts_or_gives_nan():
     """Five beads within the leg cut-off of each other: capacity 4 gives the energy of the full
     rows, capacity 2 gives NaN (never a silent loss of triplets)."""

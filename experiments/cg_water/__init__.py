@@ -152,9 +152,9 @@ def pressure_target(potential, model, method, target, gamma, kT, dtype):
     """The pressure target: through the UF3 model's virial features (computed once per trajectory)
     for the spline model, through the strain derivative of the energy otherwise."""
     if method == "difftre" and model["kind"] == "spline":
-        return uf3.pressure_target("pressure", target, uf3_spec(model), water_prior(model, dtype)[0], kT=kT,
-                                   leg_capacity=LEG_CAPACITY,
-                                   gamma=gamma, cutoff=model["pair_cutoff"])
+        prior, prior_term = water_prior(model, dtype)
+        return uf3.pressure_target("pressure", target, uf3_spec(model), prior, kT=kT, leg_capacity=LEG_CAPACITY,
+                                   gamma=gamma, cutoff=model["pair_cutoff"], prior_terms=[prior_term])
     return Target("pressure", np.array(target), gamma, observable=lambda p, state: pressure(potential.energy, p,
                                                                                              state, kT=kT))
 
