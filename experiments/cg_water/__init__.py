@@ -45,7 +45,8 @@ SCHEMA = {   # nm, ps, u, kJ/mol, K
                "gamma_pressure": (float, in_range(0.0, 1e6))},
     "model": {"kind": (str, {"spline", "pair-spline"}), "prior_epsilon": (float, in_range(1e-3, 1e3)),
               "prior_sigma": (float, in_range(0.01, 1.0)), "pair_cutoff": (float, positive_up_to(10.0)),
-              "leg_cutoff": (float, positive_up_to(10.0)), "pair_intervals": (int, in_range(1, 200)),
+              "leg_cutoff": (float, positive_up_to(10.0)), "pair_r_min": (float, in_range(0.0, 10.0)),
+              "leg_r_min": (float, in_range(0.0, 10.0)), "pair_intervals": (int, in_range(1, 200)),
               "leg_intervals": (int, in_range(1, 200)), "jk_intervals": (int, in_range(1, 200))},
     "sampling": {"integrator": (str, {"nose-hoover"}), "chain_length": (int, in_range(1, 20)),
                  "tau": (float, positive_up_to(100.0)), "dt": (float, positive_up_to(0.1)),
@@ -72,6 +73,8 @@ def check_resources(config, source):
              ("target.adf_cutoff_width", target["adf_cutoff_width"] < target["adf_leg_cutoff"],
               "below target.adf_leg_cutoff"),
              ("sampling.tau", sampling["tau"] >= 10 * sampling["dt"], "at least 10 x sampling.dt"),
+             ("model.pair_r_min", model["pair_r_min"] < model["pair_cutoff"], "below model.pair_cutoff"),
+             ("model.leg_r_min", model["leg_r_min"] < model["leg_cutoff"], "below model.leg_cutoff"),
              ("ibi.r_max", ibi["r_max"] > ibi["r_min"] + ibi["spacing"], "above ibi.r_min + ibi.spacing"))
     for field, ok, rule in rules:
         if not ok:
@@ -145,7 +148,8 @@ def potential_and_params(model, dtype):
 def uf3_spec(model):
     """The UF3Spec of the model section (pair, leg and r_jk = 2 x leg axes)."""
     return uf3_model.UF3Spec(pair_cutoff=model["pair_cutoff"], leg_cutoff=model["leg_cutoff"],
-                             n_pair=model["pair_intervals"], n_leg=model["leg_intervals"], n_jk=model["jk_intervals"])
+                             n_pair=model["pair_intervals"], n_leg=model["leg_intervals"], n_jk=model["jk_intervals"],
+                             pair_r_min=model["pair_r_min"], leg_r_min=model["leg_r_min"])
 
 
 def pressure_target(potential, model, method, target, gamma, kT, dtype):
