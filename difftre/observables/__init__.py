@@ -29,20 +29,23 @@ from difftre.observables.stress import (
 from difftre.observables.structure import (
     adf,
     adf_list_cutoff,
+    adf_of_trajectory,
     bin_centers,
     load_adf_target,
     load_rdf_target,
     rdf,
     rdf_list_cutoff,
+    rdf_of_trajectory,
 )
 
 __all__ = [
-    "adf", "adf_list_cutoff", "bin_centers", "block_jackknife", "block_standard_error", "blocking_curve",
+    "adf", "adf_list_cutoff", "adf_of_trajectory", "bin_centers", "block_jackknife", "block_standard_error",
+    "blocking_curve",
     "born_stiffness", "born_stress", "born_terms", "cubic_constants",
     "dense_neighbor_list", "density_profile", "density_profile_uniform", "fluctuation_stiffness", "kinetic_tensor",
     "load_adf_target", "load_rdf_target", "mean_squared_displacement", "minimum_image",
     "neighbor_displacements", "nm2_per_ps_to_cm2_per_s", "optimal_block_count", "phonon_dos", "pressure", "rdf",
-    "rdf_list_cutoff",
+    "rdf_list_cutoff", "rdf_of_trajectory",
     "self_diffusion", "strain_deformation", "stress_tensor", "tetrahedral_order",
     "tetrahedral_order_parameters", "velocity_autocorrelation", "volume", "weighted_average",
 ]

@@ -6,6 +6,10 @@ centres. Paper setup (CG water): RDF on 300 bins over [0, 1] nm, ADF on 200
 bins over [0, pi], both smoothed with sigma = one bin width; ADF over triplets
 j-i-k whose legs r_ij, r_ik are both shorter than 0.318 nm.
 
+``rdf_of_trajectory`` and ``adf_of_trajectory`` give the same functions for
+every state of a trajectory in one Numba call (``difftre.kernels.structure``),
+for quantities computed once per reference trajectory.
+
 Targets (experimental O-O RDF and O-O-O ADF of water, Soper & Benmore 2008)
 ship in ``difftre/data/cg_water`` and are read with ``load_rdf_target`` and
 ``load_adf_target``.
@@ -17,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.stats import norm
 
+from difftre.kernels.neighbors import check_box_for_cutoff
+from difftre.kernels.structure import angle_histograms, pair_distance_histograms
 from difftre.observables.geometry import neighbor_displacements, safe_norm, volume
 
 
@@ -146,6 +152,108 @@ def rdf_list_cutoff(centers, sigma=None):
     """Neighbour-list cut-off (nm) that holds every pair whose Gaussian reaches the last bin above
     1e-15 of its peak (8 sigma beyond the last centre)."""
     return float(centers[-1] + 8.0 * _default_sigma(centers, sigma))
+
+
+def _window_half_width(centers, sigma):
+    """Bins on each side of a value's nearest bin that ``smoothed_histogram`` fills: ceil(WINDOW sigma / spacing)."""
+    return int(math.ceil(WINDOW * float(sigma) / float(centers[1] - centers[0])))
+
+
+def _checked_centers(centers):
+    """``centers`` as float64 after checking that there are at least 2, increasing and equally spaced."""
+    centers = np.asarray(centers, np.float64)
+    if centers.ndim != 1 or centers.size < 2:
+        raise ValueError(f"centers must be at least 2 bin centres (B,), got shape {centers.shape}")
+    steps = np.diff(centers)
+    if not (steps[0] > 0 and np.allclose(steps, steps[0], rtol=1e-9, atol=0.0)):
+        raise ValueError("centers must be increasing and equally spaced")
+    return centers
+
+
+def _checked_sigma(centers, sigma):
+    """The smoothing width (default one bin width) as a float, positive and finite."""
+    sigma = float(_default_sigma(centers, sigma))
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive finite width, got {sigma}")
+    return sigma
+
+
+def _checked_frames_and_box(frames, box, list_cutoff):
+    """(frames (S, N, 3) float32 or float64, box (3,) float64) after checking shapes and that every box
+    edge exceeds 2 list cut-offs (nm)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 3 or frames.shape[2] != 3 or frames.shape[1] < 2:
+        raise ValueError(f"frames must be (n_states, N, 3) positions with N >= 2, got shape {frames.shape}")
+    if frames.dtype not in (np.float32, np.float64):
+        frames = frames.astype(np.float64)
+    box = np.asarray(box, np.float64)
+    if box.shape != (3,) or not np.all(np.isfinite(box)) or np.any(box <= 0):
+        raise ValueError(f"box must be 3 finite positive edge lengths (nm), got {box.tolist()}")
+    check_box_for_cutoff(box, list_cutoff)
+    return np.ascontiguousarray(frames), box
+
+
+def rdf_of_trajectory(frames, box, centers, sigma=None):
+    """``rdf`` of every state of a trajectory: the same g(r), computed in Numba in one call.
+
+    The trajectory twin of ``rdf`` (same definition, equal to ~1e-12 relative),
+    for observables computed once per reference trajectory:
+    g_s(r_b) = V / (N (N - 1)) * sum_{i != j} G_sigma(r_b - r_ij) / (4 pi r_b^2)
+    over the pairs closer than ``rdf_list_cutoff(centers, sigma)``, each state
+    with its own neighbour list (``difftre.kernels.structure``).
+
+    Args:
+      frames: (S, N, 3) positions (nm), float64 or float32 (computed in float64).
+      box: (3,) orthorhombic box (nm), every edge > 2 list cut-offs.
+      centers: (B,) equally spaced bin centres (nm), e.g. ``bin_centers(0, 1, 300)``.
+      sigma: smoothing width (nm); default one bin width.
+
+    Returns:
+      (S, B) float64, dimensionless g(r) of each state.
+    """
+    centers = _checked_centers(centers)
+    sigma = _checked_sigma(centers, sigma)
+    list_cutoff = rdf_list_cutoff(centers, sigma)
+    frames, box = _checked_frames_and_box(frames, box, list_cutoff)
+    histograms = np.empty((frames.shape[0], centers.size))
+    pair_distance_histograms(frames, box, centers, sigma, _window_half_width(centers, sigma), list_cutoff,
+                             histograms)
+    n = frames.shape[1]
+    return np.prod(box) / (n * (n - 1)) * histograms / (4.0 * math.pi * centers**2)
+
+
+def adf_of_trajectory(frames, box, centers, sigma=None, r_cut=0.318, cutoff_width=0.005):
+    """``adf`` of every state of a trajectory: the same P(theta), computed in Numba in one call.
+
+    The trajectory twin of ``adf`` (same definition, equal to ~1e-12 relative),
+    for observables computed once per reference trajectory: triplets j-i-k with
+    legs closer than ``adf_list_cutoff(r_cut, cutoff_width)``, weighted by
+    c(r_ij) c(r_ik), c(r) = Phi((r_cut - r) / cutoff_width), each state with its
+    own neighbour list (``difftre.kernels.structure``); every row is normalised
+    to sum_b P(theta_b) dtheta = 1, NaN for a state without any triplet.
+
+    Args:
+      frames: (S, N, 3) positions (nm), float64 or float32 (computed in float64).
+      box: (3,) orthorhombic box (nm), every edge > 2 list cut-offs.
+      centers: (B,) equally spaced bin centres in [0, pi] (rad), e.g. ``bin_centers(0, np.pi, 200)``.
+      sigma: angular smoothing width (rad); default one bin width.
+      r_cut: leg cut-off (nm); 0.318 nm in the paper.
+      cutoff_width: width of the Gaussian-CDF cut-off (nm).
+
+    Returns:
+      (S, B) float64, P(theta) of each state in 1/rad.
+    """
+    centers = _checked_centers(centers)
+    sigma = _checked_sigma(centers, sigma)
+    if not cutoff_width > 0:
+        raise ValueError(f"cutoff_width must be positive (nm), got {cutoff_width}")
+    list_cutoff = adf_list_cutoff(r_cut, cutoff_width)
+    frames, box = _checked_frames_and_box(frames, box, list_cutoff)
+    histograms = np.empty((frames.shape[0], centers.size))
+    angle_histograms(frames, box, centers, sigma, _window_half_width(centers, sigma), float(r_cut),
+                     float(cutoff_width), list_cutoff, histograms)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return histograms / (histograms.sum(axis=1, keepdims=True) * (centers[1] - centers[0]))
 
 
 def _data_file(name):
