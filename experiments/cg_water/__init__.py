@@ -20,8 +20,8 @@ from difftre.ibi import IBITrainer
 from difftre.io import read_gro
 from difftre.models import pair_spline, priors, uf3 as uf3_model
 from difftre.observables import block_standard_error, nm2_per_ps_to_cm2_per_s, self_diffusion, tetrahedral_order
-from difftre.observables import adf, adf_list_cutoff, bin_centers, load_adf_target, load_rdf_target, pressure, rdf, \
-    rdf_list_cutoff
+from difftre.observables import adf, adf_list_cutoff, adf_of_trajectory, bin_centers, load_adf_target, \
+    load_rdf_target, pressure, rdf, rdf_list_cutoff, rdf_of_trajectory
 from difftre.models.spline import roughness as spline_roughness
 from difftre.optim import add_penalty_gradient
 from difftre.potential import Potential
@@ -184,10 +184,13 @@ def build(config):
     leg, width = target["adf_leg_cutoff"], target["adf_cutoff_width"]
     targets = [
         Target("rdf", load_rdf_target(rdf_centers), target["gamma_rdf"],
-               features=lambda state: rdf(state, rdf_centers), cutoff=rdf_list_cutoff(rdf_centers)),
+               features=lambda state: rdf(state, rdf_centers), cutoff=rdf_list_cutoff(rdf_centers),
+               trajectory_features=lambda frames, box, _: rdf_of_trajectory(frames, box, rdf_centers)),
         Target("adf", load_adf_target(adf_centers), target["gamma_adf"],
                features=lambda state: adf(state, adf_centers, r_cut=leg, cutoff_width=width),
-               cutoff=adf_list_cutoff(leg, width)),
+               cutoff=adf_list_cutoff(leg, width),
+               trajectory_features=lambda frames, box, _: adf_of_trajectory(frames, box, adf_centers, r_cut=leg,
+                                                                             cutoff_width=width)),
         pressure_target(potential, model, training["method"], target["pressure_bar"] * BAR,
                         target["gamma_pressure"], kT, dtype),
     ]
