@@ -89,20 +89,10 @@ class ForceField:
     def energies_and_virials(self, frames, box):
         """Potential energy (S,) kJ/mol and virial W = sum f (x) r (S, 3, 3) kJ/mol of each frame
         (S, N, 3) nm in the orthorhombic box (3,) nm, by the MD kernels in float64."""
-        frames = np.asarray(frames, np.float64)
-        box = np.asarray(box, np.float64)
-        pairs, systems = self.kernel_terms(np.float64)
-        n = frames.shape[1]
-        nbr_idx, nbr_count = np.zeros((n, 16), np.int32), np.zeros(n, np.int32)
-        forces, virials = np.empty((n, 3)), np.zeros((len(frames), 3, 3))
-        energies = np.zeros(len(frames))
-        for f, positions in enumerate(frames):
-            positions = np.ascontiguousarray(positions)
-            if self.cutoff > 0:
-                nbr_idx = neighbors.build(positions, box, self.cutoff, self.half_list, nbr_idx, nbr_count,
-                                          np.empty_like(positions))
-            energies[f] = engine.compute_forces(pairs, systems, positions, box, nbr_idx, nbr_count, self.half_list,
-                                                forces, virials[f])
+        frames = np.ascontiguousarray(frames, np.float64)
+        energies, virials = np.empty(len(frames)), np.empty((len(frames), 3, 3))
+        engine.frame_energies_and_virials(*self.kernel_terms(np.float64), frames, np.asarray(box, np.float64),
+                                          float(self.cutoff), self.half_list, energies, virials)
         return energies, virials
 
 

@@ -44,6 +44,23 @@ def compute_forces(pair_terms, system_terms, positions, box, nbr_idx, nbr_count,
 
 
 @kernel
+def frame_energies_and_virials(pair_terms, system_terms, frames, box, list_cutoff, half_list, energies, virials):
+    """energies[f] (kJ/mol) and virials[f] (3, 3) kJ/mol of every frame (S, N, 3) nm, each with its own
+    neighbour list for list_cutoff (nm; none when 0), regrown as needed."""
+    n = frames.shape[1]
+    nbr_idx = np.empty((n, 16), np.int32)
+    nbr_count = np.zeros(n, np.int32)
+    forces = np.empty((n, 3))
+    for f in range(frames.shape[0]):
+        positions = frames[f]
+        if list_cutoff > 0.0:
+            nbr_idx = neighbors.build(positions, box, list_cutoff, half_list, nbr_idx, nbr_count,
+                                      np.empty_like(positions))
+        energies[f] = compute_forces(pair_terms, system_terms, positions, box, nbr_idx, nbr_count, half_list,
+                                     forces, virials[f])
+
+
+@kernel
 def first_nonfinite_particle(positions, forces):
     """Index of the first particle with a non-finite position or force (0 if none)."""
     for i in range(positions.shape[0]):

@@ -218,6 +218,11 @@ def build(config):
         predictions = trainer.predictions_with_errors(state)
         np.savez(out_dir / "params.npz", theta=np.asarray(state.params))
         write_plots(out_dir, metrics, rdf_centers, adf_centers, targets)
+        if training["method"] == "difftre" and model["kind"] == "spline":
+            from difftre.experiments.cg_water.lammps import export_lammps
+            export_lammps(out_dir / "lammps", config, np.asarray(state.params),
+                          positions=np.asarray(state.sampler_state.positions),
+                          velocities=np.asarray(state.sampler_state.velocities))
         (rdf_value, rdf_error), (adf_value, adf_error) = predictions["rdf"], predictions["adf"]
         p_value, p_error = predictions["pressure"]
         return {"rdf_mse": float(np.mean((rdf_value - targets[0].target) ** 2)),
