@@ -11,6 +11,8 @@
 - `pressure_target`, `stress_target`, `stiffness_target`: ``difftre.trainer.Target`` s reading
   per-state virial / Born features (linear in theta): reweighting and its gradient need no model
   evaluation per update.
+- `trajectory_basis_sums`, `trajectory_strain_sums`: those features of a whole trajectory by the
+  Numba kernels (the targets' and the potential's ``trajectory_features``).
 - `save_coefficients` / `load_coefficients`: theta with its spec in one ``.npz`` file.
 - `smoothness_penalty` (from difftre.models.uf3): per-axis roughness for ``difftre.optim.add_penalty_gradient``.
 
@@ -23,12 +25,40 @@ import datetime
 import numpy as np
 
 from difftre import md
-from difftre.kernels import uf3 as uf3_kernels
+from difftre.kernels import manybody, uf3 as uf3_kernels
 from difftre.models.uf3 import UF3Model, UF3Spec, smoothness_penalty  # noqa: F401 (re-exported)
 
 ANGSTROM_PER_NM = 10.0
 KJ_PER_MOL_PER_ENERGY_UNIT = {"metal": 96.485332123310018, "real": 4.184}
 """kJ/mol in one LAMMPS energy unit: eV (units metal) and kcal/mol (units real)."""
+
+
+def _trajectory_inputs(spec, frames, box):
+    """(spec, frames (S, N, 3) float64, box (3,) float64, packed params, a starting neighbour capacity) of
+    the trajectory kernels, checked."""
+    spec = _checked_spec(spec)
+    frames = np.ascontiguousarray(frames, np.float64)
+    box = np.asarray(box, np.float64)
+    if frames.ndim != 3 or frames.shape[2] != 3 or box.shape != (3,):
+        raise ValueError(f"frames must be (S, N, 3) and box (3,), got {frames.shape} and {box.shape}")
+    from difftre.kernels.neighbors import check_box_for_cutoff
+    check_box_for_cutoff(box, spec.neighbor_cutoff)
+    return spec, frames, box, uf3_params(spec, np.zeros(spec.n_free)), _list_capacity(frames, box,
+                                                                                       spec.neighbor_cutoff)
+
+
+def _list_capacity(frames, box, cutoff):
+    """Neighbour slots per atom to start a trajectory kernel's lists with (they regrow when short)."""
+    density = frames.shape[1] / np.prod(box)
+    return int(1.5 * 4.0 / 3.0 * np.pi * cutoff ** 3 * density) + 16
+
+
+def _folded(spec, pair, triplet):
+    """Sums per full coefficient, pair (S, n_pair + 3, ...) and triplet (S, n_leg + 3, n_leg + 3, n_jk + 3, ...),
+    as sums per free coefficient (S, n_free, ...): c[l, m, n] = c[m, l, n], a free one sums both orders."""
+    l, m, n = spec.triplet_free_index()
+    crossed = (l != m).reshape((-1,) + (1,) * (triplet.ndim - 4))
+    return np.concatenate([pair[:, :spec.n_pair], triplet[:, l, m, n] + crossed * triplet[:, m, l, n]], axis=1)
 
 
 def trajectory_basis_sums(spec, frames, box):
@@ -41,37 +71,56 @@ def trajectory_basis_sums(spec, frames, box):
     frames (S, N, 3) nm in the orthorhombic box (3,) nm; float64 whatever the frames' precision.
     Every pair and triplet inside the cut-offs enters (no leg capacity).
     """
-    spec = _checked_spec(spec)
-    frames = np.ascontiguousarray(frames, np.float64)
-    box = np.asarray(box, np.float64)
-    if frames.ndim != 3 or frames.shape[2] != 3 or box.shape != (3,):
-        raise ValueError(f"frames must be (S, N, 3) and box (3,), got {frames.shape} and {box.shape}")
-    params = uf3_params(spec, np.zeros(spec.n_free))
-    from difftre.kernels.neighbors import check_box_for_cutoff
-    check_box_for_cutoff(box, spec.neighbor_cutoff)
+    spec, frames, box, params, capacity = _trajectory_inputs(spec, frames, box)
     n_frames = len(frames)
     pair_shape, triplet_shape = (n_frames, spec.n_pair + 3), (n_frames, spec.n_leg + 3, spec.n_leg + 3, spec.n_jk + 3)
     phi2, strain2 = np.empty(pair_shape), np.empty(pair_shape)
     phi3, strain3 = np.empty(triplet_shape), np.empty(triplet_shape)
-    density = frames.shape[1] / np.prod(box)
-    capacity = int(1.5 * 4.0 / 3.0 * np.pi * spec.neighbor_cutoff ** 3 * density) + 16
     uf3_kernels.uf3_trajectory_basis_sums(params, frames, box, capacity, phi2, phi3, strain2, strain3)
-    l, m, n = spec.triplet_free_index()
-    crossed = (l != m)
-
-    def folded(pair, triplet):   # c[l, m, n] = c[m, l, n]: a free coefficient sums both orders
-        return np.concatenate([pair[:, :spec.n_pair], triplet[:, l, m, n] + crossed * triplet[:, m, l, n]], axis=1)
-    return folded(phi2, phi3), folded(strain2, strain3)
+    return _folded(spec, phi2, phi3), _folded(spec, strain2, strain3)
 
 
-def _kinetic_trace(frames, velocities, masses, kT):
-    """tr K (S,) kJ/mol: sum m v^2 with recorded velocities and masses, else 3 N kT."""
+STRAIN_CHUNK_VALUES = 2 ** 23
+"""Values (float64) of the full-coefficient arrays of one `trajectory_strain_sums` kernel call (64 MiB)."""
+
+
+def trajectory_strain_sums(spec, frames, box, born=True):
+    """The UF3 strain features of every frame, by the Numba kernel (the compiled twins of
+    ``UF3Model.virial_features`` and ``born_features``, computed once per reference trajectory):
+
+      virial (S, n_free, 3, 3): W = theta . virial = -dU/deps under x -> (I + eps) x (kJ/mol per unit
+        coefficient)
+      born (S, n_free, 21): theta . born = d^2U / deta deta at eta = 0 (eta the Green-Lagrange strain),
+        the 21 Voigt components of ``_to_voigt21`` (kJ/mol per unit coefficient); None without born
+
+    frames (S, N, 3) nm in the orthorhombic box (3,) nm; float64 whatever the frames' precision; every
+    pair and triplet inside the cut-offs enters. The frames go through the kernel in chunks that keep its
+    full-coefficient arrays within STRAIN_CHUNK_VALUES.
+    """
+    spec, frames, box, params, capacity = _trajectory_inputs(spec, frames, box)
+    pair, triplet = (spec.n_pair + 3,), (spec.n_leg + 3, spec.n_leg + 3, spec.n_jk + 3)
+    chunk = max(1, STRAIN_CHUNK_VALUES // ((6 + 21 * born) * (pair[0] + int(np.prod(triplet)))))
+    virials, borns = [], []
+    for start in range(0, len(frames), chunk):
+        part = frames[start:start + chunk]
+        gradient2, gradient3 = np.empty((len(part), *pair, 6)), np.empty((len(part), *triplet, 6))
+        hessian2, hessian3 = np.empty((len(part), *pair, 21 * born)), np.empty((len(part), *triplet, 21 * born))
+        uf3_kernels.uf3_trajectory_strain_sums(params, part, box, capacity, born, gradient2, gradient3, hessian2,
+                                               hessian3)
+        virials.append(-_folded(spec, gradient2, gradient3)[..., _VOIGT_INDEX])
+        borns.append(_folded(spec, hessian2, hessian3))
+    return np.concatenate(virials), (np.concatenate(borns) if born else None)
+
+
+def _kinetic_tensors(frames, velocities, masses, kT):
+    """K (S, 3, 3) kJ/mol: sum m v (x) v with recorded velocities and masses, else N kT I."""
     if velocities is not None and len(velocities) and masses is not None:
+        velocities = np.asarray(velocities, np.float64)
         masses = np.broadcast_to(np.asarray(masses, np.float64), velocities.shape[1:2])
-        return np.einsum("i,sia,sia->s", masses, np.asarray(velocities, np.float64), np.asarray(velocities, np.float64))
+        return np.einsum("i,sia,sib->sab", masses, velocities, velocities)
     if kT is None:
         raise ValueError("give kT (or masses with recorded velocities) for the kinetic part")
-    return np.full(len(frames), 3.0 * frames.shape[1] * kT)
+    return np.broadcast_to(frames.shape[1] * kT * np.eye(3), (len(frames), 3, 3))
 
 
 def _prior_energies_and_virials(prior_terms, frames, box):
@@ -79,6 +128,32 @@ def _prior_energies_and_virials(prior_terms, frames, box):
     if not prior_terms:
         return np.zeros(len(frames)), np.zeros((len(frames), 3, 3))
     return md.ForceField(list(prior_terms)).energies_and_virials(frames, box)
+
+
+def _born_kernel(term):
+    """The trajectory Born kernel of a prior term (Stillinger-Weber has one), or a ValueError."""
+    if getattr(term, "function", None) is not manybody.stillinger_weber:
+        raise ValueError(f"no compiled Born term for the prior term {term!r}: only md.stillinger_weber has one "
+                         "(give prior_terms=None for the prior's JAX Born terms)")
+    return manybody.stillinger_weber_trajectory_born
+
+
+def _prior_born(prior_terms, frames, box):
+    """d^2U_prior / deta deta (S, 21) kJ/mol in the order of ``_to_voigt21``, by the terms' Born kernels
+    (zeros without)."""
+    frames = np.ascontiguousarray(frames, np.float64)
+    box = np.asarray(box, np.float64)
+    total, born = np.zeros((len(frames), 21)), np.empty((len(frames), 21))
+    for term in prior_terms:
+        params = np.asarray(term.params, np.float64)
+        _born_kernel(term)(params, frames, box, _list_capacity(frames, box, term.neighbor_cutoff), born)
+        total += born
+    return total
+
+
+def _compiled(trajectory_features, prior_energy, prior_terms):
+    """A target's trajectory_features where the kernels cover its prior (none, or its Numba terms given)."""
+    return trajectory_features if prior_energy is None or prior_terms is not None else None
 
 
 def _checked_spec(spec):
@@ -322,24 +397,40 @@ def _stress_features(spec, prior_energy, kT, masses, leg_capacity):
     return features
 
 
+def _stress_trajectory_features(spec, prior_terms, kT, masses):
+    """The compiled twin of `_stress_features` for a whole trajectory: sigma = -(K + W_prior) / V - theta .
+    virial / V (``trajectory_strain_sums``, the prior's virial by its Numba terms)."""
+    def trajectory_features(frames, box, velocities):
+        volume = float(np.prod(box))
+        prior_virial = _prior_energies_and_virials(prior_terms or (), frames, box)[1]
+        return {"constant": -(_kinetic_tensors(frames, velocities, masses, kT) + prior_virial) / volume,
+                "linear": -trajectory_strain_sums(spec, frames, box, born=False)[0] / volume}
+    return trajectory_features
+
+
 def _dot(params, linear):
     import jax.numpy as jnp
     return jnp.tensordot(params, linear, axes=1)
 
 
 def stress_target(name, target, spec, prior_energy=None, kT=None, masses=None, gamma=1.0, cutoff=None,
-                  leg_capacity=None):
+                  leg_capacity=None, prior_terms=None):
     """Target of the (3, 3) stress tensor (kJ/mol/nm^3) from per-state virial features.
 
     Per stored state: sigma = c + theta . S with c (3, 3) and S (n_free, 3, 3) computed once per
     trajectory (the prior's Born stress and the kinetic tensor, sum m v v with masses and recorded
     velocities, else N kT I); per update only the dot product. Same convention as
     ``difftre.observables.stress_tensor``.
+
+    prior_terms: the prior's Numba terms (twins of prior_energy); given (or without a prior), the
+    features of a whole trajectory come from the compiled kernels (``trajectory_strain_sums`` and the
+    prior's virial).
     """
     from difftre.trainer import Target
     features = _stress_features(spec, prior_energy, kT, masses, leg_capacity)
+    compiled = _compiled(_stress_trajectory_features(spec, prior_terms, kT, masses), prior_energy, prior_terms)
     return Target(name, np.asarray(target), gamma, observable=lambda p, f: f["constant"] + _dot(p, f["linear"]),
-                  features=features, cutoff=_cutoff_for(spec, cutoff))
+                  features=features, cutoff=_cutoff_for(spec, cutoff), trajectory_features=compiled)
 
 
 def pressure_target(name, target, spec, prior_energy=None, kT=None, masses=None, gamma=1.0, cutoff=None,
@@ -367,17 +458,19 @@ def pressure_target(name, target, spec, prior_energy=None, kT=None, masses=None,
 
     def trajectory_features(frames, box, velocities):
         volume = float(np.prod(box))
-        virial_trace = np.trace(_prior_energies_and_virials(prior_terms or (), frames, box)[1], axis1=1, axis2=2)
-        return {"constant": (_kinetic_trace(frames, velocities, masses, kT) + virial_trace) / (3.0 * volume),
+        prior_virial = _prior_energies_and_virials(prior_terms or (), frames, box)[1]
+        kinetic_and_virial = np.trace(_kinetic_tensors(frames, velocities, masses, kT) + prior_virial, axis1=1, axis2=2)
+        return {"constant": kinetic_and_virial / (3.0 * volume),
                 "linear": -trajectory_basis_sums(spec, frames, box)[1] / (3.0 * volume)}
 
-    compiled = prior_energy is None or prior_terms is not None
     return Target(name, np.asarray(target), gamma, observable=lambda p, f: f["constant"] + f["linear"] @ p,
                   features=features, cutoff=_cutoff_for(spec, cutoff),
-                  trajectory_features=trajectory_features if compiled else None)
+                  trajectory_features=_compiled(trajectory_features, prior_energy, prior_terms))
 
 
-VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+VOIGT = manybody.VOIGT_PAIRS
+_VOIGT_INDEX = np.array([[VOIGT.index((min(a, b), max(a, b))) for b in range(3)] for a in range(3)])
+"""(3, 3): the Voigt index of each component (a, b) of a symmetric tensor."""
 _UPPER = tuple((a, b) for a in range(6) for b in range(a, 6))
 """The 21 independent components (I <= J) of a Voigt-symmetric stiffness, as pairs of VOIGT indices."""
 
@@ -403,7 +496,7 @@ def _from_voigt21(v):
 
 
 def stiffness_target(name, target, spec, kT, n_particles, box, prior_energy=None, gamma=1.0, cutoff=None,
-                     leg_capacity=None, centre=None):
+                     leg_capacity=None, centre=None, prior_terms=None):
     """Target of the isothermal stiffness C (3, 3, 3, 3) kJ/mol/nm^3 by the stress-fluctuation formula,
     C = <C_B> - V/kT Cov(sigma_B) + N kT / V (d_ik d_jl + d_il d_jk)  (``difftre.observables.elastic``),
     from per-state Born features linear in theta:
@@ -418,6 +511,10 @@ def stiffness_target(name, target, spec, kT, n_particles, box, prior_energy=None
     products stay of the size of the fluctuations (a constant shift leaves the covariance exact).
     Give ``target`` as (3, 3, 3, 3) kJ/mol/nm^3 (see ``difftre.observables.elastic.cubic_constants``
     to reduce it; wrap ``combine`` for other forms).
+
+    prior_terms: the prior's Numba terms (twins of prior_energy; each needs a compiled Born kernel, so far
+    ``md.stillinger_weber``); given (or without a prior), the features of a whole trajectory come from the
+    compiled kernels (``trajectory_strain_sums``, the prior's virial and Born kernels).
     """
     from difftre.trainer import Target
     import jax.numpy as jnp
@@ -437,6 +534,16 @@ def stiffness_target(name, target, spec, kT, n_particles, box, prior_energy=None
         return {"stress": s0 - jnp.asarray(centre, s0.dtype), "stress_linear": -model.virial_features(state) / v,
                 "born": b0, "born_linear": _to_voigt21(model.born_features(state)) / v}
 
+    for term in prior_terms or ():   # a prior term without a compiled Born kernel is refused here, not in training
+        _born_kernel(term)
+
+    def trajectory_features(frames, box, velocities):
+        v = float(np.prod(box))
+        virial, born = trajectory_strain_sums(spec, frames, box)
+        prior_virial = _prior_energies_and_virials(prior_terms or (), frames, box)[1]
+        return {"stress": -prior_virial / v - centre, "stress_linear": -virial / v,
+                "born": _prior_born(prior_terms or (), frames, box) / v, "born_linear": born / v}
+
     def observable(params, f):
         stress = f["stress"] + jnp.tensordot(params, f["stress_linear"], axes=1)
         return {"stress": stress, "stress_product": jnp.einsum("ij,kl->ijkl", stress, stress),
@@ -447,7 +554,8 @@ def stiffness_target(name, target, spec, kT, n_particles, box, prior_energy=None
         return fluctuation_stiffness(averages, jnp.asarray(box), kT, n_particles)
 
     return Target(name, np.asarray(target), gamma, observable=observable, features=features,
-                  cutoff=_cutoff_for(spec, cutoff), combine=combine)
+                  cutoff=_cutoff_for(spec, cutoff), combine=combine,
+                  trajectory_features=_compiled(trajectory_features, prior_energy, prior_terms))
 
 
 # ----------------------------------------------------------------------------- coefficient files

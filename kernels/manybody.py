@@ -11,13 +11,20 @@ evaluated two ways: `stillinger_weber`, the CPU kernel, scatters over centre ato
 
 Shared by every many-body kernel (also difftre.kernels.uf3): `scatter_bond_gradients` (forces and
 virial of a centre atom's bonds from their energy gradients), `on_atom_chunks` (the loop over centre
-atoms, serial or split over Numba's threads) and `add_outer` (a gather's virial share).
+atoms, serial or split over Numba's threads) and `add_outer` (a gather's virial share); for the strain
+derivatives of the linear forms' features and the Born terms, `voigt_products`, `add_strain_outer`,
+`strain_geometry` and `full_neighbor_list` (a trajectory kernel's per-frame list).
+
+`stillinger_weber_born` (and `stillinger_weber_trajectory_born`, over frames) gives SW's Born term
+d^2U / deps deps, from the second derivatives `sw_bond_curvature`, `sw_two_body_curvature` and
+`sw_three_body_hessian`.
 """
 import numpy as np
 from numba import prange
 
 from difftre.kernels import parallel
 from difftre.kernels.jit import kernel
+from difftre.kernels.neighbors import build
 from difftre.kernels.parallel import ENABLED as _PARALLEL
 from difftre.kernels.space import displacement, minimum_image
 
@@ -94,13 +101,18 @@ def sw_bond(r2, constants):
 
 
 @kernel(inline="always")
+def _sw_pair_factors(inv_r, inv_gap, constants):
+    """((s/r)^p, (s/r)^q, exp(s / (r - a s))) of a bond (from sw_bond), the factors of phi2."""
+    sig, rc, a_eps, B, p, q, p_int, q_int, lam_eps, gam_sig, cos0 = constants
+    sr = sig * inv_r
+    return _power(sr, p, p_int), _power(sr, q, q_int), np.exp(sig * inv_gap)
+
+
+@kernel(inline="always")
 def sw_two_body(inv_r, inv_gap, constants):
     """(phi2, (dphi2/dr) / r) of a bond (from sw_bond): phi2 = A eps (B (s/r)^p - (s/r)^q) exp(s / (r - a s))."""
     sig, rc, a_eps, B, p, q, p_int, q_int, lam_eps, gam_sig, cos0 = constants
-    sr = sig * inv_r
-    srp = _power(sr, p, p_int)
-    srq = _power(sr, q, q_int)
-    e2 = np.exp(sig * inv_gap)
+    srp, srq, e2 = _sw_pair_factors(inv_r, inv_gap, constants)
     radial = B * srp - srq
     du_dr = a_eps * e2 * ((q * srq - p * B * srp) * inv_r - radial * sig * inv_gap * inv_gap)
     return a_eps * radial * e2, du_dr * inv_r
@@ -123,6 +135,58 @@ def sw_three_body(d1x, d1y, d1z, inv_r1, e1, de1, d2x, d2y, d2z, inv_r2, e2, de2
     # dU/dd1 = a12 d2 - c1 d1, dU/dd2 = a12 d1 - c2 d2
     return (lam_delta * delta * radial, a12 * d2x - c1 * d1x, a12 * d2y - c1 * d1y, a12 * d2z - c1 * d1z,
             a12 * d1x - c2 * d2x, a12 * d1y - c2 * d2y, a12 * d1z - c2 * d2z)
+
+
+@kernel(inline="always")
+def sw_bond_curvature(inv_r, inv_gap, de, constants):
+    """d^2/d sigma^2 of a bond's exp(gamma s / (r - a s)) in sigma = r^2 / 2 (1/nm^4), from its sw_bond
+    values (de, the r-derivative divided by r, is d/d sigma)."""
+    gam_sig = constants[9]
+    return -de * (2.0 * inv_gap + gam_sig * inv_gap * inv_gap + inv_r) * inv_r
+
+
+@kernel(inline="always")
+def sw_two_body_curvature(inv_r, inv_gap, constants):
+    """d^2 phi2 / d sigma^2 of a bond (from sw_bond) in sigma = r^2 / 2: (phi2'' - phi2' / r) / r^2 (kJ/mol/nm^4)."""
+    sig, rc, a_eps, B, p, q, p_int, q_int, lam_eps, gam_sig, cos0 = constants
+    srp, srq, e2 = _sw_pair_factors(inv_r, inv_gap, constants)
+    g = sig * inv_gap * inv_gap          # e2' = -g e2, e2'' = (g^2 + 2 g / (r - a s)) e2
+    radial = B * srp - srq
+    d_radial = (q * srq - p * B * srp) * inv_r
+    dd_radial = (p * (p + 1.0) * B * srp - q * (q + 1.0) * srq) * inv_r * inv_r
+    d_phi = a_eps * e2 * (d_radial - radial * g)
+    dd_phi = a_eps * e2 * (dd_radial - 2.0 * d_radial * g + radial * g * (g + 2.0 * inv_gap))
+    return (dd_phi - d_phi * inv_r) * inv_r * inv_r
+
+
+@kernel(inline="always")
+def sw_three_body_hessian(cos_t, inv_r1, e1, de1, dde1, inv_r2, e2, de2, dde2, constants):
+    """The Hessian of phi3 = lam eps (cos theta - cos0)^2 e1 e2 in (sigma1, sigma2, pi) = (r1^2 / 2, r2^2 / 2,
+    d1 . d2 / 2), where cos theta = pi / sqrt(sigma1 sigma2): (f11, f22, f33, f12, f13, f23) (kJ/mol/nm^4), from
+    the bonds' sw_bond values (e, de) and sw_bond_curvature (dde)."""
+    lam_eps, cos0 = constants[8], constants[10]
+    w1 = inv_r1 * inv_r1
+    w2 = inv_r2 * inv_r2
+    c1 = -cos_t * w1                  # gradient and Hessian of cos theta (c33 = 0)
+    c2 = -cos_t * w2
+    c3 = 2.0 * inv_r1 * inv_r2
+    c11 = 3.0 * cos_t * w1 * w1
+    c22 = 3.0 * cos_t * w2 * w2
+    c12 = cos_t * w1 * w2
+    c13 = -c3 * w1
+    c23 = -c3 * w2
+    m = e1 * e2                       # the radial factor and its derivatives (none along pi)
+    m1 = de1 * e2
+    m2 = e1 * de2
+    two_delta = 2.0 * (cos_t - cos0)
+    delta2 = 0.25 * two_delta * two_delta
+    # f_xy = lam eps (2 c_x c_y m + 2 delta (c_xy m + c_x m_y + c_y m_x) + delta^2 m_xy)
+    return (lam_eps * (2.0 * c1 * c1 * m + two_delta * (c11 * m + 2.0 * c1 * m1) + delta2 * dde1 * e2),
+            lam_eps * (2.0 * c2 * c2 * m + two_delta * (c22 * m + 2.0 * c2 * m2) + delta2 * e1 * dde2),
+            lam_eps * 2.0 * c3 * c3 * m,
+            lam_eps * (2.0 * c1 * c2 * m + two_delta * (c12 * m + c1 * m2 + c2 * m1) + delta2 * de1 * de2),
+            lam_eps * (2.0 * c1 * c3 * m + two_delta * (c13 * m + c3 * m1)),
+            lam_eps * (2.0 * c2 * c3 * m + two_delta * (c23 * m + c3 * m2)))
 
 
 # ---------------------------------------------------------------------------- CPU: scatter over centre atoms
@@ -332,6 +396,123 @@ def stillinger_weber(params, positions, box, nbr_idx, nbr_count, forces, virial)
     as there).
     """
     return on_atom_chunks(_stillinger_weber_atoms, params, positions, box, nbr_idx, nbr_count, forces, virial)
+
+
+# ---------------------------------------------------------------------------- CPU: strain derivatives (Born terms)
+# Under the strain x -> F(eps) x of models.state.strain_deformation (F^T F = I + eps + eps^T + O(eps^3); to
+# first order also under the virial's x -> (I + eps) x) a bond's sigma = r^2 / 2 and a bond pair's
+# pi = d1 . d2 / 2 are linear in eps: d sigma / d eps_ab = d_a d_b
+# and d pi / d eps_ab = (d1_a d2_b + d2_a d1_b) / 2, the Voigt products q (`voigt_products`). A term
+# phi(x_1, x_2, ..) of such variables then has dphi/deps = sum_x phi_x q_x and the Born term
+# d^2 phi / deps deps = sum_xy phi_xy q_x q_y^T, kept as its 21 upper Voigt components (I <= J over
+# VOIGT_PAIRS, row by row).
+
+VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+"""The Voigt order of the six symmetric tensor components (a, b)."""
+
+
+@kernel(inline="always")
+def voigt_products(ax, ay, az, bx, by, bz, q):
+    """q (6,) = (a_a b_b + a_b b_a) / 2 over VOIGT_PAIRS (nm^2): d pi / d eps of the bond pair's pi = a . b / 2
+    (a = b: d sigma / d eps of the bond's sigma)."""
+    q[0] = ax * bx
+    q[1] = ay * by
+    q[2] = az * bz
+    q[3] = 0.5 * (ay * bz + az * by)
+    q[4] = 0.5 * (ax * bz + az * bx)
+    q[5] = 0.5 * (ax * by + ay * bx)
+
+
+@kernel(inline="always")
+def add_strain_outer(out, weight, q):
+    """out (21,) += weight q q^T in the upper Voigt order."""
+    k = 0
+    for a in range(6):
+        for b in range(a, 6):
+            out[k] += weight * q[a] * q[b]
+            k += 1
+
+
+@kernel(inline="always")
+def strain_geometry(q1, q2, q3, geometry):
+    """geometry (6, 21): the rows q1 q1^T, q2 q2^T, q3 q3^T, q1 q2^T + q2 q1^T, q1 q3^T + q3 q1^T,
+    q2 q3^T + q3 q2^T in the upper Voigt order, so that the Born term of a function of three variables
+    with the Hessian (f11, f22, f33, f12, f13, f23) is sum_t f_t geometry[t]."""
+    k = 0
+    for a in range(6):
+        for b in range(a, 6):
+            geometry[0, k] = q1[a] * q1[b]
+            geometry[1, k] = q2[a] * q2[b]
+            geometry[2, k] = q3[a] * q3[b]
+            geometry[3, k] = q1[a] * q2[b] + q2[a] * q1[b]
+            geometry[4, k] = q1[a] * q3[b] + q3[a] * q1[b]
+            geometry[5, k] = q2[a] * q3[b] + q3[a] * q2[b]
+            k += 1
+
+
+@kernel(inline="always")
+def full_neighbor_list(positions, box, cutoff, capacity):
+    """(nbr_idx, nbr_count) of a full list of every pair closer than cutoff (nm), starting at `capacity`
+    slots per atom and regrown as needed (nothing dropped)."""
+    nbr_idx = np.empty((positions.shape[0], capacity), np.int32)
+    nbr_count = np.empty(positions.shape[0], np.int32)
+    nbr_idx = build(positions, box, cutoff, False, nbr_idx, nbr_count, np.empty_like(positions))
+    return nbr_idx, nbr_count
+
+
+@kernel(fastmath=FASTMATH)
+def stillinger_weber_born(params, positions, box, nbr_idx, nbr_count, born):
+    """Adds the Born term of SW, d^2U / d eps d eps at eps = 0 (kJ/mol), to born (21,) (upper Voigt order;
+    see above: phi2 is a function of sigma, phi3 of (sigma1, sigma2, pi)); a full neighbour list covering
+    the cut-off. The same terms as `stillinger_weber`."""
+    constants = sw_constants(params)
+    rc = constants[1]
+    lengths = (box[0], box[1], box[2])
+    inverse_lengths = (1.0 / box[0], 1.0 / box[1], 1.0 / box[2])
+    cap = nbr_idx.shape[1]
+    bx = np.empty(cap)
+    by = np.empty(cap)
+    bz = np.empty(cap)
+    b_r2 = np.empty(cap)
+    b_j = np.empty(cap, np.int64)
+    b_inv_r = np.empty(cap)
+    b_exp = np.empty((cap, 3))        # exp(gamma s / (r - a s)) and its first and second sigma-derivatives
+    b_q = np.empty((cap, 6))
+    q12 = np.empty(6)
+    geometry = np.empty((6, 21))
+    for i in range(positions.shape[0]):
+        nb = collect_bonds(i, positions, lengths, inverse_lengths, nbr_idx, nbr_count, rc * rc, bx, by, bz, b_r2,
+                           b_j)
+        for b in range(nb):
+            inv_r, inv_gap, e, de = sw_bond(b_r2[b], constants)
+            b_inv_r[b] = inv_r
+            b_exp[b, 0] = e
+            b_exp[b, 1] = de
+            b_exp[b, 2] = sw_bond_curvature(inv_r, inv_gap, de, constants)
+            voigt_products(bx[b], by[b], bz[b], bx[b], by[b], bz[b], b_q[b])
+            if b_j[b] > i:
+                add_strain_outer(born, sw_two_body_curvature(inv_r, inv_gap, constants), b_q[b])
+        for b1 in range(nb):
+            for b2 in range(b1 + 1, nb):
+                cos_t = (bx[b1] * bx[b2] + by[b1] * by[b2] + bz[b1] * bz[b2]) * b_inv_r[b1] * b_inv_r[b2]
+                hessian = sw_three_body_hessian(cos_t, b_inv_r[b1], b_exp[b1, 0], b_exp[b1, 1], b_exp[b1, 2],
+                                                b_inv_r[b2], b_exp[b2, 0], b_exp[b2, 1], b_exp[b2, 2], constants)
+                voigt_products(bx[b1], by[b1], bz[b1], bx[b2], by[b2], bz[b2], q12)
+                strain_geometry(b_q[b1], b_q[b2], q12, geometry)
+                for t in range(6):
+                    for k in range(21):
+                        born[k] += hessian[t] * geometry[t, k]
+
+
+@kernel(parallel=True)
+def stillinger_weber_trajectory_born(params, frames, box, capacity, born):
+    """`stillinger_weber_born` of every frame (S, N, 3) nm into born (S, 21) (zeroed here), the frames spread
+    over Numba's threads, each with its own full list (`full_neighbor_list`, `capacity` slots to start)."""
+    for f in prange(frames.shape[0]):
+        positions = np.ascontiguousarray(frames[f])
+        nbr_idx, nbr_count = full_neighbor_list(positions, box, stillinger_weber_cutoff(params), capacity)
+        born[f] = 0.0
+        stillinger_weber_born(params, positions, box, nbr_idx, nbr_count, born[f])
 
 
 # ---------------------------------------------------------------------------- GPU: gather per atom

@@ -26,6 +26,10 @@ The physics is written once (`uf3_constants`, `uf3_basis`, `uf3_two_body`, `uf3_
 evaluated two ways, as Stillinger-Weber's (difftre.kernels.manybody): `uf3`, the CPU kernel, scatters
 over centre atoms; `uf3_on_atom` gathers the force on one atom, what a GPU thread computes (the CUDA
 engine compiles it through `difftre.kernels.cuda.port`, with `SCALAR_TWINS` for the vector intrinsics).
+
+The linear form U = theta . phi (the trajectory features of difftre.uf3), per full coefficient:
+`uf3_basis_sums` (phi and its isotropic-strain derivative) and `uf3_strain_sums` (its strain gradient,
+the virial features, and Hessian, the Born features), each with a kernel over the frames of a trajectory.
 """
 import numpy as np
 from llvmlite import ir
@@ -34,9 +38,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from difftre.kernels.jit import kernel
-from difftre.kernels.manybody import (FASTMATH, add_outer, add_virial, collect_bonds, on_atom_chunks,
-                                      scatter_bond_gradients)
-from difftre.kernels.neighbors import build
+from difftre.kernels.manybody import (FASTMATH, add_outer, add_strain_outer, add_virial, collect_bonds,
+                                      full_neighbor_list, on_atom_chunks, scatter_bond_gradients, strain_geometry,
+                                      voigt_products)
 from difftre.kernels.space import displacement
 
 # ---- 4-wide vector helpers (a triplet's coefficient block is 4 x 4 rows of 4 contiguous doubles along
@@ -272,10 +276,9 @@ def uf3_constants(params):
 
 
 @kernel(inline="always")
-def uf3_basis(r, params, axis):
-    """(k, (B_k, .., B_{k+3}, B'_k, .., B'_{k+3})) at distance r (nm) on `axis` (from uf3_constants):
-    interval k (clipped to 0..n-1: the end polynomials are extrapolated), the four non-zero
-    B-splines and their r-derivatives (1/nm), by Horner from the axis' power table in params."""
+def _interval(r, axis):
+    """(k, u): the interval of distance r (nm) on `axis` (from uf3_constants), clipped to 0..n-1 (the end
+    polynomials are extrapolated; NaN: 0), and u = (r - r_min) / h - k."""
     r_min, cutoff, inv_h, n, table = axis
     x = (r - r_min) * inv_h
     k = int(np.floor(x)) if x == x else 0
@@ -283,7 +286,16 @@ def uf3_basis(r, params, axis):
         k = 0
     if k > n - 1:
         k = n - 1
-    u = x - k
+    return k, x - k
+
+
+@kernel(inline="always")
+def uf3_basis(r, params, axis):
+    """(k, (B_k, .., B_{k+3}, B'_k, .., B'_{k+3})) at distance r (nm) on `axis` (from uf3_constants):
+    interval k (clipped to 0..n-1: the end polynomials are extrapolated), the four non-zero
+    B-splines and their r-derivatives (1/nm), by Horner from the axis' power table in params."""
+    r_min, cutoff, inv_h, n, table = axis
+    k, u = _interval(r, axis)
     t = table + 16 * k     # rows of B_k..B_{k+3}: power coefficients in u (4 contiguous numbers each)
     c0 = _load4(params, t)
     c1 = _load4(params, t + 4)
@@ -298,6 +310,21 @@ def uf3_basis(r, params, axis):
     d2 = (c2[1] + u * (2.0 * c2[2] + 3.0 * u * c2[3])) * inv_h
     d3 = (c3[1] + u * (2.0 * c3[2] + 3.0 * u * c3[3])) * inv_h
     return k, (p0, p1, p2, p3, d0, d1, d2, d3)
+
+
+@kernel(inline="always")
+def uf3_basis_curvature(r, params, axis):
+    """(B''_k, .., B''_{k+3}) (1/nm^2) at distance r (nm) on `axis`, k as in `uf3_basis`."""
+    inv_h = axis[2]
+    k, u = _interval(r, axis)
+    t = axis[4] + 16 * k
+    c0 = _load4(params, t)
+    c1 = _load4(params, t + 4)
+    c2 = _load4(params, t + 8)
+    c3 = _load4(params, t + 12)
+    scale = 2.0 * inv_h * inv_h
+    return ((c0[2] + 3.0 * u * c0[3]) * scale, (c1[2] + 3.0 * u * c1[3]) * scale,
+            (c2[2] + 3.0 * u * c2[3]) * scale, (c3[2] + 3.0 * u * c3[3]) * scale)
 
 
 @kernel(inline="always")
@@ -620,15 +647,161 @@ def uf3_basis_sums(params, positions, box, nbr_idx, nbr_count, phi2, phi3, strai
 def uf3_trajectory_basis_sums(params, frames, box, capacity, phi2, phi3, strain2, strain3):
     """`uf3_basis_sums` of every frame (S, N, 3) nm into phi2 (S, n_pair + 3), phi3 (S, ...) etc.
     (zeroed here), the frames spread over Numba's threads; each frame builds its own full neighbour
-    list (starting at `capacity` slots, regrown as needed, so no pair is dropped)."""
+    list (`full_neighbor_list`, starting at `capacity` slots, so no pair is dropped)."""
     list_cut = max(params[2], params[5])
     for f in prange(frames.shape[0]):
         positions = np.ascontiguousarray(frames[f])
-        nbr_idx = np.empty((positions.shape[0], capacity), np.int32)
-        nbr_count = np.empty(positions.shape[0], np.int32)
-        nbr_idx = build(positions, box, list_cut, False, nbr_idx, nbr_count, np.empty_like(positions))
+        nbr_idx, nbr_count = full_neighbor_list(positions, box, list_cut, capacity)
         phi2[f] = 0.0
         phi3[f] = 0.0
         strain2[f] = 0.0
         strain3[f] = 0.0
         uf3_basis_sums(params, positions, box, nbr_idx, nbr_count, phi2[f], phi3[f], strain2[f], strain3[f])
+
+
+# ---------------------------------------------------------------------------- the linear form: strain derivatives
+# The basis sums' derivatives under the strain of models.state.strain_deformation, per full coefficient:
+# each distance enters through sigma = r^2 / 2, linear in the strain (difftre.kernels.manybody, "Born
+# terms"), with dB/d sigma = B' / r and d^2 B / d sigma^2 = (B'' - B' / r) / r^2.
+
+@kernel(inline="always")
+def _sigma_derivatives(r, params, axis, terms):
+    """terms (3, 4) = the four non-zero B-splines of `axis` at r (nm), their sigma-derivatives (1/nm^2) and
+    second sigma-derivatives (1/nm^4); returns the interval k."""
+    k, basis = uf3_basis(r, params, axis)
+    curvature = uf3_basis_curvature(r, params, axis)
+    inv_r = 1.0 / r
+    for p in range(4):
+        terms[0, p] = basis[p]
+        terms[1, p] = basis[4 + p] * inv_r
+        terms[2, p] = (curvature[p] - terms[1, p]) * inv_r * inv_r
+    return k
+
+
+@kernel(inline="always")
+def _add_pair_strain(gradient, hessian, born, k, terms, q):
+    """The strain derivatives of the pair sums B_{k+p}(r), p = 0..3: gradient[k + p] (6,) += dB/d sigma q
+    and, with born, hessian[k + p] (21,) += d^2 B / d sigma^2 q q^T."""
+    for p in range(4):
+        for v in range(6):
+            gradient[k + p, v] += terms[1, p] * q[v]
+        if born:
+            add_strain_outer(hessian[k + p], terms[2, p], q)
+
+
+@kernel(inline="always")
+def _add_triplet_strain(gradient, hessian, born, k1, k2, k3, leg1, leg2, jk, q1, q2, q3, geometry, along):
+    """The strain derivatives of the triplet sums B_{k1+p}(r1) B_{k2+q}(r2) B_{k3+s}(r3), p, q, s = 0..3
+    (leg1, leg2, jk: `_sigma_derivatives` of the three distances, q1, q2, q3 their Voigt products,
+    geometry their `strain_geometry`): gradient[...] (6,) += sum_x d/d sigma_x q_x and, with born,
+    hessian[...] (21,) += sum_xy d^2 / d sigma_x d sigma_y q_x q_y^T. Per leg pair (p, q) the rows of
+    along (5, 21) first collect what multiplies B_{k3+s}, its first and its second sigma-derivative."""
+    for p in range(4):
+        a, ga, ha = leg1[0, p], leg1[1, p], leg1[2, p]
+        for q in range(4):
+            b, gb, hb = leg2[0, q], leg2[1, q], leg2[2, q]
+            ab = a * b
+            for v in range(6):
+                along[0, v] = ga * b * q1[v] + a * gb * q2[v]
+                along[1, v] = ab * q3[v]
+            block = gradient[k1 + p, k2 + q]
+            for s in range(4):
+                c, gc = jk[0, s], jk[1, s]
+                for v in range(6):
+                    block[k3 + s, v] += c * along[0, v] + gc * along[1, v]
+            if born:
+                for k in range(21):
+                    along[2, k] = ha * b * geometry[0, k] + a * hb * geometry[1, k] + ga * gb * geometry[3, k]
+                    along[3, k] = ga * b * geometry[4, k] + a * gb * geometry[5, k]
+                    along[4, k] = ab * geometry[2, k]
+                block = hessian[k1 + p, k2 + q]
+                for s in range(4):
+                    c, gc, hc = jk[0, s], jk[1, s], jk[2, s]
+                    for k in range(21):
+                        block[k3 + s, k] += c * along[2, k] + gc * along[3, k] + hc * along[4, k]
+
+
+@kernel(fastmath=FASTMATH)
+def uf3_strain_sums(params, positions, box, nbr_idx, nbr_count, born, gradient2, gradient3, hessian2, hessian3):
+    """Adds one state's strain derivatives of the UF3 basis sums (those of `uf3_basis_sums`, the same pairs
+    and triplets) under x -> F(eps) x (models.state.strain_deformation) at eps = 0, per full coefficient:
+
+      gradient2 (n_pair + 3, 6), gradient3 (n_leg + 3, n_leg + 3, n_jk + 3, 6): d phi / d eps over
+        VOIGT_PAIRS (dimensionless, as phi; the virial features are their negatives, W = -dU/deps);
+      with born, hessian2 (n_pair + 3, 21), hessian3 (..., 21): d^2 phi / d eps d eps in the upper Voigt
+        order of difftre.kernels.manybody (the Born features; untouched without born).
+
+    params from `pack_params` (its coefficients are not read); a full neighbour list covering
+    max(pair, leg cut-off)."""
+    constants = uf3_constants(params)
+    pair_cut = constants[0][1]
+    leg_r_min, leg_cut = constants[1][0], constants[1][1]
+    jk_r_min, jk_cut = constants[2][0], constants[2][1]
+    list_cut = max(pair_cut, leg_cut)
+    lengths = (box[0], box[1], box[2])
+    inverse_lengths = (1.0 / box[0], 1.0 / box[1], 1.0 / box[2])
+    cap = nbr_idx.shape[1]
+    bx = np.empty(cap)
+    by = np.empty(cap)
+    bz = np.empty(cap)
+    b_r2 = np.empty(cap)
+    b_j = np.empty(cap, np.int64)
+    q = np.empty(6)
+    pair_terms = np.empty((3, 4))
+    leg_vec = np.empty((cap, 3))
+    leg_k = np.empty(cap, np.int64)
+    leg_terms = np.empty((cap, 3, 4))
+    leg_q = np.empty((cap, 6))
+    jk = np.empty((3, 4))
+    q3 = np.empty(6)
+    geometry = np.empty((6, 21))
+    along = np.empty((5, 21))
+    for i in range(positions.shape[0]):
+        nb = collect_bonds(i, positions, lengths, inverse_lengths, nbr_idx, nbr_count, list_cut * list_cut,
+                           bx, by, bz, b_r2, b_j)
+        n_legs = 0
+        for b in range(nb):
+            r = np.sqrt(b_r2[b])
+            voigt_products(bx[b], by[b], bz[b], bx[b], by[b], bz[b], q)
+            if b_j[b] > i and r < pair_cut:
+                k = _sigma_derivatives(r, params, constants[0], pair_terms)
+                _add_pair_strain(gradient2, hessian2, born, k, pair_terms, q)
+            if r < leg_cut and r >= leg_r_min:
+                leg_k[n_legs] = _sigma_derivatives(r, params, constants[1], leg_terms[n_legs])
+                leg_vec[n_legs, 0] = bx[b]
+                leg_vec[n_legs, 1] = by[b]
+                leg_vec[n_legs, 2] = bz[b]
+                leg_q[n_legs] = q
+                n_legs += 1
+        for x1 in range(n_legs - 1):
+            for x2 in range(x1 + 1, n_legs):
+                ux = leg_vec[x2, 0] - leg_vec[x1, 0]
+                uy = leg_vec[x2, 1] - leg_vec[x1, 1]
+                uz = leg_vec[x2, 2] - leg_vec[x1, 2]
+                r3 = np.sqrt(ux * ux + uy * uy + uz * uz)
+                if r3 >= jk_cut or r3 < jk_r_min:
+                    continue
+                k3 = _sigma_derivatives(r3, params, constants[2], jk)
+                voigt_products(ux, uy, uz, ux, uy, uz, q3)
+                if born:
+                    strain_geometry(leg_q[x1], leg_q[x2], q3, geometry)
+                _add_triplet_strain(gradient3, hessian3, born, leg_k[x1], leg_k[x2], k3, leg_terms[x1],
+                                    leg_terms[x2], jk, leg_q[x1], leg_q[x2], q3, geometry, along)
+
+
+@kernel(parallel=True)
+def uf3_trajectory_strain_sums(params, frames, box, capacity, born, gradient2, gradient3, hessian2, hessian3):
+    """`uf3_strain_sums` of every frame (S, N, 3) nm into gradient2 (S, n_pair + 3, 6), gradient3 (S, ..., 6)
+    and, with born, hessian2 (S, n_pair + 3, 21), hessian3 (S, ..., 21) (zeroed here; without born they may
+    have a last axis of 0), the frames spread over Numba's threads, each with its own full list
+    (`full_neighbor_list`, `capacity` slots to start)."""
+    list_cut = max(params[2], params[5])
+    for f in prange(frames.shape[0]):
+        positions = np.ascontiguousarray(frames[f])
+        nbr_idx, nbr_count = full_neighbor_list(positions, box, list_cut, capacity)
+        gradient2[f] = 0.0
+        gradient3[f] = 0.0
+        hessian2[f] = 0.0
+        hessian3[f] = 0.0
+        uf3_strain_sums(params, positions, box, nbr_idx, nbr_count, born, gradient2[f], gradient3[f], hessian2[f],
+                        hessian3[f])

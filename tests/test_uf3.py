@@ -316,6 +316,14 @@ def test_numba_equals_jax_and_the_linear_form(name):
         assert relative_error(np.einsum("p,pab->ab", t, virial_features), w) < 1e-10
 
 
+def three_frames(name):
+    """(spec, frames (3, N, 3), box) of a named configuration: three draws in one box that
+    holds all (the diamond frames are strained copies)."""
+    make, spec = CASES[name]
+    frames, boxes = zip(*(make(np.random.default_rng(seed)) for seed in range(3)))
+    return spec, np.stack(frames), boxes[0] * 1.01
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_compiled_trajectory_features_equal_the_jax_features(name):
     """trajectory_basis_sums (Numba, once per trajectory) against UF3Model.features and the trace of
@@ -323,10 +331,7 @@ def test_compiled_trajectory_features_equal_the_jax_features(name):
     trajectory features against their per-state JAX features (prior included)."""
     from difftre.models import priors
     from difftre.states import stored_states
-    spec = CASES[name][1]
-    frames, boxes = zip(*(CASES[name][0](np.random.default_rng(seed)) for seed in range(3)))
-    box = boxes[0] * 1.01      # the diamond frames are strained copies: one box that holds all
-    frames = np.stack(frames)
+    spec, frames, box = three_frames(name)
     phi, strain = glue.trajectory_basis_sums(spec, frames, box)
     uf3_model = model(spec)
     for frame, phi_frame, strain_frame in zip(frames, phi, strain):
@@ -343,6 +348,49 @@ def test_compiled_trajectory_features_equal_the_jax_features(name):
                                 (pressure.trajectory_features(frames, box, None), jax.vmap(pressure.features)(states))):
         for got, want in zip(jax.tree.leaves(compiled), jax.tree.leaves(reference)):
             assert relative_error(got, np.asarray(want)) < 1e-12
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_compiled_strain_features_equal_the_jax_virial_and_born_features(name):
+    """trajectory_strain_sums (Numba, every pair and triplet once, strain derivatives in r^2 / 2) against
+    UF3Model.virial_features and born_features (JAX, nested forward-mode autodiff) on three frames."""
+    from difftre.states import stored_states
+    spec, frames, box = three_frames(name)
+    virial, born = glue.trajectory_strain_sums(spec, frames, box)
+    virial_only, no_born = glue.trajectory_strain_sums(spec, frames, box, born=False)
+    uf3_model = model(spec)
+    states = stored_states(frames, box, spec.neighbor_cutoff)
+    assert relative_error(virial, np.asarray(jax.jit(jax.vmap(uf3_model.virial_features))(states))) < 1e-10
+    want = glue._to_voigt21(jax.jit(jax.vmap(uf3_model.born_features))(states))
+    assert relative_error(born, np.asarray(want)) < 1e-10
+    assert np.array_equal(virial_only, virial) and no_born is None
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_compiled_stress_and_stiffness_features_equal_the_jax_features(name):
+    """The stress and stiffness targets' trajectory_features (UF3 strain sums, the Stillinger-Weber prior's
+    virial and Born kernels, recorded velocities) against their per-state JAX features (autodiff of the
+    model and of the JAX prior) on three frames; a prior term without a Born kernel is refused."""
+    from difftre.models import priors
+    from difftre.states import stored_states
+    spec, frames, box = three_frames(name)
+    prior_args = (200.0, 0.25)
+    prior, prior_term = priors.stillinger_weber(*prior_args, dtype=np.float64), md.stillinger_weber(*prior_args)
+    velocities = np.random.default_rng(5).normal(0, 0.3, frames.shape)
+    stress = glue.stress_target("stress", np.zeros((3, 3)), spec, prior, kT=2.5, masses=12.0, leg_capacity=20,
+                                prior_terms=[prior_term])
+    stiffness = glue.stiffness_target("stiffness", np.zeros((3, 3, 3, 3)), spec, 2.5, frames.shape[1], box, prior,
+                                      leg_capacity=20, prior_terms=[prior_term])
+    states = stored_states(frames, box, stress.cutoff, velocities)
+    for target in (stress, stiffness):
+        compiled = target.trajectory_features(frames, box, velocities)
+        reference = jax.jit(jax.vmap(target.features))(states)
+        assert compiled.keys() == reference.keys()
+        for key in reference:
+            assert relative_error(compiled[key], np.asarray(reference[key])) < 1e-10, key
+    with pytest.raises(ValueError, match="Born"):
+        glue.stiffness_target("c", np.zeros((3, 3, 3, 3)), spec, 2.5, frames.shape[1], box, prior,
+                              prior_terms=[md.repulsive(2.0, 0.25, 0.6)])
 
 
 def test_leg_capacity_compacts_or_gives_nan():

@@ -93,13 +93,14 @@ def build(config):
     list_cutoff = max(spec.neighbor_cutoff, prior_term.neighbor_cutoff)
     potential = uf3.uf3_potential(spec, prior, [prior_term], cutoff=list_cutoff)
     stiffness = uf3.stiffness_target("stiffness", np.zeros((3, 3, 3, 3)), spec, kT, n, box, prior_energy=prior,
-                                     cutoff=list_cutoff)
+                                     cutoff=list_cutoff, prior_terms=[prior_term])
     targets = [
         uf3.stress_target("stress", np.zeros((3, 3)), spec, prior, kT=kT, gamma=target["gamma_stress"],
-                          cutoff=list_cutoff),
+                          cutoff=list_cutoff, prior_terms=[prior_term]),
         Target("cubic_constants", GPA * np.array([target["c11"], target["c12"], target["c44"]]),
                target["gamma_stiffness"], observable=stiffness.observable, features=stiffness.features,
-               cutoff=stiffness.cutoff, combine=lambda averages: cubic_constants(stiffness.combine(averages))),
+               cutoff=stiffness.cutoff, combine=lambda averages: cubic_constants(stiffness.combine(averages)),
+               trajectory_features=stiffness.trajectory_features),
     ]
     schedule = optax.exponential_decay(training["learning_rate"], training["decay_updates"], 0.01)
     optimizer = optax.chain(add_penalty_gradient(uf3_model.smoothness_penalty(spec), training["smoothness"]),
