@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from difftre.kernels import integrators, neighbors, sampler as engine
-from difftre.kernels.buffers import aligned_copy, aligned_empty
+from difftre.kernels.buffers import ALIGNMENT, aligned_copy, aligned_empty
 from difftre.kernels.space import check_orthorhombic
 from difftre.potentials import (PairTerm, SystemTerm, external_spline, harmonic, lennard_jones,  # noqa: F401
                                 repulsive, stillinger_weber, tabulated_pair)   # (the terms of difftre.md's API)
@@ -408,6 +408,16 @@ def sampler(force_field, integrator, device="cpu", replicas=1, **options):
     raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
 
 
+def _align_for_jax(state):
+    """Give ``state`` 64-byte aligned positions and box (fresh copies where they are not), which a JAX
+    force term views without copying (difftre.bridge.as_jax); copy.deepcopy and a loaded checkpoint
+    do not keep the sampler's alignment."""
+    for name in ("positions", "box"):
+        array = getattr(state, name)
+        if array.ctypes.data % ALIGNMENT:
+            setattr(state, name, aligned_copy(array, array.dtype))
+
+
 class Sampler(SamplerBase):
     """Runs trajectories of one force field with one integrator inside compiled code (CPU)."""
 
@@ -449,6 +459,7 @@ class Sampler(SamplerBase):
         step and the particle) on non-finite values or a blow-up.
         """
         self._check_run(state, n_equilibration, n_frames, stride)
+        _align_for_jax(state)
         n = state.positions.shape[0]
         limit = self.step_limit(state.box)
         separable = (self.force_field.independent_particles and self.integrator.kind != "nose_hoover"

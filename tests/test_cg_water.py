@@ -44,8 +44,8 @@ def test_bad_configuration_file_and_preset_are_named(tmp_path):
                    progress=False)
     with pytest.raises(ConfigError, match="no preset 'slow'.*quick"):
         runner.resolve("cg-water", preset="slow")
-    with pytest.raises(ConfigError, match="model.kind = 'dimenet' must be one of"):
-        runner.resolve("cg-water", overrides={"model.kind": "dimenet"})
+    with pytest.raises(ConfigError, match="model.kind = 'mlp' must be one of"):
+        runner.resolve("cg-water", overrides={"model.kind": "mlp"})
     with pytest.raises(runner.RunFolderError, match="no trained run to evaluate"):
         runner.evaluate(tmp_path / "nothing", time_ps=1.0)
 
@@ -73,3 +73,18 @@ def test_ibi_alternates_boltzmann_and_pressure_steps_and_stops_on_no_improvement
     np.testing.assert_allclose(np.append(state.params, 0.0), before + correction - correction[-1], atol=1e-10)
     state.notes["steps_without_improvement"] = 2
     assert trainer.converged(state)
+
+
+@pytest.mark.slow
+def test_dimenet_smoke_preset_trains_on_a_resampled_trajectory(tmp_path):
+    """DimeNet++ (small network) end to end: JAX forces in the sampler, the pressure by the strain derivative."""
+    out = tmp_path / "dimenet"
+    summary = runner.run("cg-water", out, preset="dimenet-smoke", progress=False)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert summary["n_updates"] == len(metrics) == 2 and [m["resampled"] for m in metrics] == [False, True]
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+    assert 0 < summary["rdf_max_standard_error"] < 1 and 0 < summary["adf_max_standard_error"] < 1
+    assert np.isfinite(summary["rdf_mse"]) and np.isfinite(summary["adf_mse"])
+    assert np.isfinite(summary["pressure_bar"]) and summary["pressure_standard_error_bar"] > 0
+    with np.load(out / "params.npz") as saved:
+        assert "embedding/edge/w" in saved.files and np.all(np.isfinite(saved["embedding/edge/w"]))

@@ -3,8 +3,11 @@
 Paper-setup section 5 (Thaler & Zavadlav 2021). Units: nm, ps, u, kJ/mol, K. Run with
 ``difftre run cg-water --out DIR`` (the published sampling: Nose-Hoover chain, 10 + 60 ps,
 600 states) or ``--preset quick``. Models: ``spline`` (pair + three-body UF3 splines on the
-(sigma/r)^12 prior) and ``pair-spline`` (pair term only: DiffTRe as a generalisation of IBI).
+(sigma/r)^12 prior), ``pair-spline`` (pair term only: DiffTRe as a generalisation of IBI) and
+``dimenet`` (DimeNet++ on the same prior, paper-setup section 6; ``--preset dimenet-smoke`` runs a
+small network for a few short updates on a CPU).
 """
+import math
 import pathlib
 from importlib import resources
 
@@ -12,13 +15,13 @@ import jax
 import numpy as np
 import optax
 
-from difftre import md
+from difftre import bridge, md
 from difftre.md import BAR
 from difftre.config import (SEED_FIELD, TRAINING_FIELDS, TRAJECTORY_FIELDS, in_range, path_or_empty,
                             positive_up_to, refuse)
 from difftre.ibi import IBITrainer
 from difftre.io import read_gro
-from difftre.models import pair_spline, priors, uf3 as uf3_model
+from difftre.models import dimenet, graph, pair_spline, priors, uf3 as uf3_model
 from difftre.observables import block_standard_error, nm2_per_ps_to_cm2_per_s, self_diffusion, tetrahedral_order
 from difftre.observables import adf, adf_list_cutoff, adf_of_trajectory, bin_centers, load_adf_target, \
     load_rdf_target, pressure, rdf, rdf_list_cutoff, rdf_of_trajectory
@@ -28,6 +31,7 @@ from difftre.potential import Potential
 from difftre.reweighting import map_states
 from difftre.resources import Demand, check_time_step
 from difftre.runner import Experiment
+from difftre.states import stored_states
 from difftre.trainer import SamplingConfig, Target, Trainer
 from difftre import uf3
 
@@ -35,6 +39,8 @@ DEFAULT_CONFIG = pathlib.Path(__file__).with_name("config.toml")
 DIFFUSION_SEGMENTS = 4
 LEG_CAPACITY = 16   # three-body legs per bead held by the JAX features (water has about 6 within 0.37 nm);
                     # a state with more gives NaN features and stops the update, never a silent loss
+WIDTH = (int, in_range(1, 1024))    # a DimeNet++ embedding size
+LAYERS = (int, in_range(0, 16))     # a DimeNet++ layer count
 SCHEMA = {   # nm, ps, u, kJ/mol, K
     "system": {"configuration": (str, path_or_empty(".gro")), "mass": (float, in_range(1.0, 1e4)),
                "temperature": (float, in_range(1.0, 1e5)), **SEED_FIELD},
@@ -43,7 +49,7 @@ SCHEMA = {   # nm, ps, u, kJ/mol, K
                "adf_cutoff_width": (float, positive_up_to(1.0)), "pressure_bar": (float, in_range(-1e5, 1e5)),
                "gamma_rdf": (float, in_range(0.0, 1e6)), "gamma_adf": (float, in_range(0.0, 1e6)),
                "gamma_pressure": (float, in_range(0.0, 1e6))},
-    "model": {"kind": (str, {"spline", "pair-spline"}), "prior_epsilon": (float, in_range(1e-3, 1e3)),
+    "model": {"kind": (str, {"spline", "pair-spline", "dimenet"}), "prior_epsilon": (float, in_range(1e-3, 1e3)),
               "prior_sigma": (float, in_range(0.01, 1.0)), "pair_cutoff": (float, positive_up_to(10.0)),
               "leg_cutoff": (float, positive_up_to(10.0)), "pair_r_min": (float, in_range(0.0, 10.0)),
               "leg_r_min": (float, in_range(0.0, 10.0)), "pair_intervals": (int, in_range(1, 200)),
@@ -56,12 +62,19 @@ SCHEMA = {   # nm, ps, u, kJ/mol, K
             "max_amplitude": (float, positive_up_to(100.0)), "r_min": (float, positive_up_to(10.0)),
             "r_max": (float, positive_up_to(10.0)), "spacing": (float, in_range(1e-4, 1.0)),
             "patience": (int, in_range(1, 10 ** 4))},
+    "dimenet": {"cutoff": (float, positive_up_to(10.0)), "embed_size": WIDTH, "out_embed_size": WIDTH,
+                "int_embed_size": WIDTH, "basis_embed_size": WIDTH, "type_embed_size": WIDTH,
+                "n_interactions": (int, in_range(1, 16)), "n_res_before": LAYERS, "n_res_after": LAYERS,
+                "n_dense_out": LAYERS, "n_radial": (int, in_range(1, 64)), "n_spherical": (int, in_range(1, 10)),
+                "envelope_p": (int, in_range(1, 20)), "init_scale": (float, positive_up_to(100.0))},
 }
 BLOW_UP_SUSPECTS = {"sampling.dt": "time step", "system.temperature": "temperature", "system.mass": "mass",
                     "model.prior_epsilon": "prior strength", "model.prior_sigma": "prior range",
                     "sampling.tau": "thermostat time"}
 PRIOR_REACH_KT = 10.0       # the closest approach: where the (sigma/r)^12 prior reaches 10 kT
 MAX_IBI_KNOTS = 10 ** 5
+DIMENET_FLOATS_PER_TRIPLET = 25   # per unit of (spherical basis size + interaction widths); XLA's temporaries of
+                                  # the CPU loss gradient held 10-25 for chunks of 1-20 states (paper and smoke sizes)
 
 
 def check_resources(config, source):
@@ -76,6 +89,12 @@ def check_resources(config, source):
              ("model.pair_r_min", model["pair_r_min"] < model["pair_cutoff"], "below model.pair_cutoff"),
              ("model.leg_r_min", model["leg_r_min"] < model["leg_cutoff"], "below model.leg_cutoff"),
              ("ibi.r_max", ibi["r_max"] > ibi["r_min"] + ibi["spacing"], "above ibi.r_min + ibi.spacing"))
+    if uses_dimenet(config):
+        rules += (("training.smoothness", config["training"]["smoothness"] == 0,
+                   "0 for model.kind = 'dimenet' (the penalty is on spline coefficients)"),
+                  ("sampling.device", sampling["device"] == "cpu",
+                   "'cpu' for model.kind = 'dimenet' (the GPU sampler takes a JAX model only as its sole term, "
+                   "without a neighbour list)"))
     for field, ok, rule in rules:
         if not ok:
             section, name = field.split(".")
@@ -92,6 +111,9 @@ def check_resources(config, source):
         potential_cutoff, what = ibi["r_max"], "ibi.r_max + sampling.skin"
     elif model["kind"] == "pair-spline":
         potential_cutoff, what = model["pair_cutoff"], "model.pair_cutoff + sampling.skin"
+    elif model["kind"] == "dimenet":
+        potential_cutoff, what = max(config["dimenet"]["cutoff"], model["pair_cutoff"]), \
+            "max(dimenet.cutoff, model.pair_cutoff) + sampling.skin"
     else:
         potential_cutoff, what = max(model["pair_cutoff"], model["leg_cutoff"]), \
             "max(model.pair_cutoff, model.leg_cutoff) + sampling.skin"
@@ -103,7 +125,36 @@ def check_resources(config, source):
     triplets = model["leg_intervals"] * (model["leg_intervals"] + 1) // 2 * model["jk_intervals"]
     features = target["rdf_bins"] + target["adf_bins"] + (triplets + model["pair_intervals"]
                                                           if model["kind"] == "spline" else 0)
-    return Demand(len(positions), tuple(box), "system.configuration", cutoffs, values_per_state=features)
+    working = ((dimenet_chunk_bytes(config, len(positions), box),
+                "training.chunk_size, dimenet.cutoff and the [dimenet] sizes") if uses_dimenet(config) else (0, ""))
+    return Demand(len(positions), tuple(box), "system.configuration", cutoffs, values_per_state=features,
+                  working_bytes=working[0], working_fields=working[1])
+
+
+def uses_dimenet(config):
+    """Whether the potential trained is DimeNet++ (IBI trains a tabulated pair potential whatever the model)."""
+    return config["training"]["method"] == "difftre" and config["model"]["kind"] == "dimenet"
+
+
+def dimenet_chunk_bytes(config, n_particles, box):
+    """Estimated bytes of the largest temporary of a DimeNet++ update: one chunk of states through the
+    parameter gradient of the pressure (a second derivative of the energy), which holds
+    DIMENET_FLOATS_PER_TRIPLET per triplet of the network's widths, for the triplets at the mean density
+    (box in nm)."""
+    net, sampling = config["dimenet"], config["sampling"]
+    _, triplets = mean_density_graph_counts(n_particles, box, net["cutoff"])
+    floats = DIMENET_FLOATS_PER_TRIPLET * (net["n_spherical"] * net["n_radial"]
+                                           + net["n_interactions"] * (net["basis_embed_size"]
+                                                                      + net["int_embed_size"]))
+    itemsize = 4 if sampling["dtype"] == "float32" else 8
+    return int(config["training"]["chunk_size"] * triplets * floats * itemsize)
+
+
+def mean_density_graph_counts(n_particles, box, cutoff):
+    """(edges, triplets) of DimeNet++'s graph at the mean density: N deg and N deg (deg - 1), deg the
+    neighbours within ``cutoff`` (nm) of a uniform fluid in ``box`` (nm)."""
+    degree = n_particles / math.prod(box) * 4 / 3 * math.pi * cutoff ** 3
+    return n_particles * degree, n_particles * degree * max(degree - 1, 0)
 
 
 def starting_configuration(path=""):
@@ -134,7 +185,7 @@ def water_prior(model, dtype):
 
 
 def potential_and_params(model, dtype):
-    """(Potential, initial parameters: zeros, i.e. the prior alone) of the model section."""
+    """(Potential, initial parameters: zeros, i.e. the prior alone) of the spline models."""
     prior, prior_term = water_prior(model, dtype)
     if model["kind"] == "pair-spline":
         grid = pair_spline.pair_spline_grid(0.2, model["pair_cutoff"], 3 * model["pair_intervals"] + 1)
@@ -143,6 +194,49 @@ def potential_and_params(model, dtype):
     return (uf3.uf3_potential(spec, prior, [prior_term], cutoff=model["pair_cutoff"], leg_capacity=LEG_CAPACITY,
                               dtype=dtype),
             np.zeros(spec.n_free, dtype))
+
+
+def dimenet_potential_and_params(model, net, positions, box, seed, dtype):
+    """(Potential, initial parameters) of DimeNet++ (the [dimenet] section ``net``) plus the (sigma/r)^12 prior.
+
+    The sampler runs the prior compiled and the network's forces through ``bridge.jax_force_term``. The
+    parameters are the network's random initialisation from ``seed``. The sparse graph's edge and triplet
+    capacities hold 25 % more than the larger of the starting configuration's counts (positions (N, 3) nm,
+    box (3,) nm) and the mean density's (a repulsive fluid packs a short cut-off's shell more densely than
+    water); a state needing more makes the energy and forces NaN, which stops the sampler
+    (md.SimulationError) or the update (FloatingPointError), never a silent truncation.
+    """
+    hyper = {name: value for name, value in net.items() if name != "cutoff"}
+    prior, prior_term = water_prior(model, dtype)
+    start = stored_states(np.asarray(positions, dtype)[None], box, net["cutoff"])
+    capacities = [max(fitted, graph.grown_capacity(math.ceil(mean)))
+                  for fitted, mean in zip(graph.graph_capacities(start, net["cutoff"]),
+                                          mean_density_graph_counts(len(positions), box, net["cutoff"]))]
+    network = dimenet.dimenet(net["cutoff"], *capacities, **hyper)
+
+    def energy(params, state):
+        return network(params, state) + prior(params, state)
+
+    def force_field(params):
+        return md.ForceField([prior_term, bridge.jax_force_term(network, params, cutoff=net["cutoff"])])
+
+    params = dimenet.init_dimenet(jax.random.PRNGKey(seed), dtype, **hyper)
+    return Potential(energy, force_field, cutoff=max(net["cutoff"], model["pair_cutoff"])), params
+
+
+def smoothness_penalty(model):
+    """The roughness penalty of the spline model's coefficients (None for DimeNet++)."""
+    if model["kind"] == "spline":
+        return uf3_model.smoothness_penalty(uf3_spec(model))
+    return spline_roughness if model["kind"] == "pair-spline" else None
+
+
+def saved_params(params):
+    """{name: array} for params.npz: ``theta`` (spline coefficients), or DimeNet++'s weights by path."""
+    if not isinstance(params, dict):
+        return {"theta": np.asarray(params)}
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): np.asarray(leaf) for path, leaf in leaves}
 
 
 def uf3_spec(model):
@@ -177,6 +271,9 @@ def build(config):
         n_knots = int(round((ibi["r_max"] - ibi["r_min"]) / ibi["spacing"])) + 1
         grid = pair_spline.pair_spline_grid(ibi["r_min"], ibi["r_max"], n_knots)
         potential = tabulated_pair_potential(grid)
+    elif model["kind"] == "dimenet":
+        potential, params = dimenet_potential_and_params(model, config["dimenet"], positions, box, system["seed"],
+                                                         dtype)
     else:
         potential, params = potential_and_params(model, dtype)
     rdf_centers = bin_centers(0.0, target["rdf_max"], target["rdf_bins"])
@@ -205,10 +302,10 @@ def build(config):
         params = trainer.initial_params(dtype)
     else:
         schedule = optax.exponential_decay(training["learning_rate"], training["decay_updates"], 0.01)
-        roughness = (uf3_model.smoothness_penalty(uf3_spec(model)) if model["kind"] == "spline"
-                     else spline_roughness)
-        optimizer = optax.chain(add_penalty_gradient(roughness, training["smoothness"]),
-                                optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"]))
+        adam = optax.adam(schedule, b1=training["adam_b1"], b2=training["adam_b2"])
+        penalty = smoothness_penalty(model)
+        optimizer = adam if penalty is None else optax.chain(add_penalty_gradient(penalty, training["smoothness"]),
+                                                             adam)
         trainer = Trainer(potential, targets, optimizer, sampling_config, box=box, masses=system["mass"], kT=kT,
                           chunk_size=training["chunk_size"], resample_threshold=training["resample_threshold"])
 
@@ -216,7 +313,7 @@ def build(config):
         """Predictions with standard errors, MSEs against experiment, plots, params.npz."""
         from difftre.experiments.cg_water.plots import write_plots
         predictions = trainer.predictions_with_errors(state)
-        np.savez(out_dir / "params.npz", theta=np.asarray(state.params))
+        np.savez(out_dir / "params.npz", **saved_params(state.params))
         write_plots(out_dir, metrics, rdf_centers, adf_centers, targets)
         if training["method"] == "difftre" and model["kind"] == "spline":
             from difftre.experiments.cg_water.lammps import export_lammps
