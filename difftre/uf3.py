@@ -263,6 +263,27 @@ def write_lammps_uf3(path_prefix, spec, theta, units="metal", element="X"):
     return path, ["pair_style uf3 3", f"pair_coeff * * {path} {element}"]
 
 
+def pair_term(spec, theta, r, derivative=0):
+    """V2(r) = sum_n a_n B_n(r) (kJ/mol), or its ``derivative``-th r-derivative, at distances r (nm) below
+    the pair cut-off (scipy's B-splines: independent of the kernels' basis evaluation)."""
+    from scipy.interpolate import BSpline
+    a, _ = _full_coefficients(_checked_spec(spec), theta)
+    spline = BSpline(spec.pair_axis.knots, a, 3, extrapolate=True)
+    return (spline.derivative(derivative) if derivative else spline)(np.asarray(r, np.float64))
+
+
+def three_body_term(spec, theta, r1, r2, r_jk):
+    """V3 = sum_lmn c_lmn B_l(r1) B_m(r2) B_n(r_jk) (kJ/mol) of triplets with legs r1, r2 and third side
+    r_jk (nm, broadcast together; inside the axes' ranges), by scipy's B-splines."""
+    from scipy.interpolate import BSpline
+    spec = _checked_spec(spec)
+    _, c = _full_coefficients(spec, theta)
+    r1, r2, r_jk = np.broadcast_arrays(*(np.asarray(x, np.float64) for x in (r1, r2, r_jk)))
+    basis = [BSpline.design_matrix(x.ravel(), axis.knots, 3).toarray()
+             for x, axis in ((r1, spec.leg_axis), (r2, spec.leg_axis), (r_jk, spec.jk_axis))]
+    return np.einsum("pl,pm,pn,lmn->p", *basis, c).reshape(r1.shape)
+
+
 def write_lammps_table(path, spec, theta, n_points, units="metal", keyword="UF3_PAIR", r_inner=None):
     """Write the 2-body part as a LAMMPS ``pair_style table`` file (a model without 3-body terms).
 
@@ -282,12 +303,10 @@ def write_lammps_table(path, spec, theta, n_points, units="metal", keyword="UF3_
         r_inner = spec.pair_r_min if spec.pair_r_min > 0 else spec.pair_cutoff / n_points
     if not 0.0 < r_inner < spec.pair_cutoff:
         raise ValueError(f"r_inner must lie in (0, pair_cutoff={spec.pair_cutoff}) nm, got {r_inner}")
-    from scipy.interpolate import BSpline   # independent of the kernel's basis evaluation
-    spline = BSpline(spec.pair_axis.knots, a, 3, extrapolate=True)
     r = np.linspace(r_inner, spec.pair_cutoff, n_points)
     energy = _energy_scale(units)
-    u = spline(r) * energy
-    f = -spline.derivative()(r) * energy / ANGSTROM_PER_NM
+    u = pair_term(spec, theta, r) * energy
+    f = -pair_term(spec, theta, r, derivative=1) * energy / ANGSTROM_PER_NM
     r_a = r * ANGSTROM_PER_NM
     lines = [f"# UF3 2-body spline exported by difftre (units {units})", "", keyword,
              f"N {n_points} R {float(r_a[0])!r} {float(r_a[-1])!r}", ""]

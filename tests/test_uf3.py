@@ -503,3 +503,18 @@ def test_lammps_pair_table_matches_a_pair_only_model(tmp_path):
     assert abs(energy_lammps - energy) < 1e-6 * abs(energy)
     assert relative_error(forces_lammps, forces) < 1e-6
     assert relative_error(virial_lammps, virial) < 1e-6
+
+
+def test_pair_and_three_body_terms_sum_to_the_model_energy():
+    """A triangle of three beads: the model's energy equals V2 over its 3 pairs plus V3 centred on each
+    bead (pair_term / three_body_term use scipy's B-splines, the model its own de Boor basis)."""
+    spec = uf3.WATER_SPEC
+    theta = np.random.default_rng(3).normal(size=spec.n_free)
+    positions = 1.0 + np.array([[0.0, 0.0, 0.0], [0.27, 0.0, 0.0], [0.08, 0.25, 0.03]])
+    box = np.full(3, 3.0)
+    state = jax_state(positions, box, dense_neighbor_list(positions, box, spec.neighbor_cutoff))
+    d = {(i, j): np.linalg.norm(positions[i] - positions[j]) for i in range(3) for j in range(3) if i != j}
+    pairs = glue.pair_term(spec, theta, [d[0, 1], d[0, 2], d[1, 2]]).sum()
+    triplets = sum(glue.three_body_term(spec, theta, d[i, j], d[i, k], d[j, k])
+                   for i, j, k in ((0, 1, 2), (1, 0, 2), (2, 0, 1)))
+    assert float(model(spec).energy(jnp.asarray(theta), state)) == pytest.approx(pairs + triplets, rel=1e-12)

@@ -317,6 +317,9 @@ def build(config):
         write_plots(out_dir, metrics, rdf_centers, adf_centers, targets)
         if training["method"] == "difftre" and model["kind"] == "spline":
             from difftre.experiments.cg_water.lammps import export_lammps
+            from difftre.experiments.cg_water.plots import write_model_plot
+            write_model_plot(out_dir, uf3_spec(model), np.asarray(state.params), model["prior_epsilon"],
+                             model["prior_sigma"])
             export_lammps(out_dir / "lammps", config, np.asarray(state.params),
                           positions=np.asarray(state.sampler_state.positions),
                           velocities=np.asarray(state.sampler_state.velocities))

@@ -28,3 +28,28 @@ def write_plots(out_dir, metrics, rdf_centers, adf_centers, targets):
     ax.legend()
     plots.save(fig, out_dir / "pressure.png")
     plots.training_curves(out_dir / "training.png", metrics)
+
+
+def write_model_plot(out_dir, spec, theta, prior_epsilon, prior_sigma):
+    """model.png: the learned pair term V2(r) + eps (sigma/r)^12 beside the prior alone (kJ/mol), and
+    slices of the three-body term V3(r, r, r_jk) over the angle between two equal legs r."""
+    import numpy as np
+    from difftre import uf3
+    fig, (ax_pair, ax_triplet) = plt.subplots(1, 2, figsize=(10, 3.8))
+    r = np.linspace(max(0.24, spec.pair_r_min), spec.pair_cutoff, 300)
+    prior = prior_epsilon * (prior_sigma / r) ** 12
+    ax_pair.plot(r, prior, "k:", label="prior")
+    ax_pair.plot(r, prior + uf3.pair_term(spec, theta, r), "r-", label="prior + learned pair term")
+    ax_pair.set_ylim(-3.0, 10.0)
+    ax_pair.set_xlabel("r (nm)")
+    ax_pair.set_ylabel("pair energy (kJ/mol)")
+    ax_pair.legend()
+    angle = np.linspace(np.radians(40.0), np.pi, 200)
+    for leg in (0.27, 0.29, 0.31):
+        if spec.leg_r_min <= leg < spec.leg_cutoff:
+            v3 = uf3.three_body_term(spec, theta, leg, leg, 2.0 * leg * np.sin(angle / 2.0))
+            ax_triplet.plot(np.degrees(angle), v3, label=f"legs {leg} nm")
+    ax_triplet.set_xlabel("angle j-i-k (degrees)")
+    ax_triplet.set_ylabel("three-body energy (kJ/mol)")
+    ax_triplet.legend()
+    plots.save(fig, out_dir / "model.png")
