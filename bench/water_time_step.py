@@ -6,7 +6,7 @@ prior alone), and prints per time step: RDF and ADF MSE against experiment, the 
 difference from the first time step in units of the combined standard error and the fraction of
 bins beyond 2 of them, and the pressure with its standard error (block averaging). Usage:
 
-    python bench/water_time_step.py [RUN_DIR] [--time PS] [--dt 0.002 0.0033333333333333335]
+    python bench/water_time_step.py [RUN_DIR] [--time PS] [--dt 0.002 0.0033333333333333335] [--save DIR]
 """
 import argparse
 import dataclasses
@@ -24,10 +24,10 @@ def sample(dt, time_ps, run_dir, seed=0):
     parameters of run_dir (its config.json and checkpoint.npz) or the default model at theta = 0."""
     overrides = {"sampling": {"dt": dt, "stride": int(round(0.1 / dt)), "n_equilibration": int(round(10.0 / dt))}}
     module = runner.experiment_module("cg-water")
-    if run_dir is None:
-        config = runner.resolve("cg-water")[1]
-    else:
-        config = json.loads(pathlib.Path(run_dir, "config.json").read_text())["config"]
+    config = runner.resolve("cg-water")[1]
+    if run_dir is not None:   # the run's settings over today's defaults (fields added since keep their default)
+        config = configuration.merge(config, json.loads(pathlib.Path(run_dir, "config.json").read_text())["config"],
+                                     f"{run_dir}/config.json")
     config = runner.checked(configuration.merge(config, overrides, "time-step overrides"), module, "time-step check")
     built = module.build(config)
     trainer = built.trainer
@@ -37,22 +37,41 @@ def sample(dt, time_ps, run_dir, seed=0):
     return trainer.predictions_with_errors(state), [t.target for t in trainer.targets]
 
 
+def saved_or_sampled(dt, time_ps, run_dir, save_dir):
+    """`sample`, or its result saved in save_dir (a .npz per time step) by an earlier call."""
+    if save_dir is None:
+        return sample(dt, time_ps, run_dir)
+    path = pathlib.Path(save_dir, f"dt_{dt:.6g}_time_{time_ps:g}.npz")
+    if not path.exists():
+        predictions, targets = sample(dt, time_ps, run_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{f"{name}/{part}": np.asarray(v) for name, pair in predictions.items()
+                          for part, v in zip(("value", "error"), pair)},
+                 **{f"{name}/target": np.asarray(t) for name, t in zip(predictions, targets)})
+    saved = np.load(path)
+    names = [key.split("/")[0] for key in saved.files if key.endswith("/target")]
+    return ({name: (saved[f"{name}/value"], saved[f"{name}/error"]) for name in names},
+            [saved[f"{name}/target"] for name in names])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", nargs="?")
     parser.add_argument("--time", type=float, default=200.0)
     parser.add_argument("--dt", type=float, nargs="+", default=[0.002, 0.0033333333333333335])
+    parser.add_argument("--save", help="folder keeping each time step's predictions (reused when present)")
     args = parser.parse_args()
     reference = None
     for dt in args.dt:
-        predictions, targets = sample(dt, args.time, args.run_dir)
+        predictions, targets = saved_or_sampled(dt, args.time, args.run_dir, args.save)
         reference = predictions if reference is None else reference
         row = {"dt_ps": dt, "time_ps": args.time}
         for (name, (value, error)), target in zip(predictions.items(), targets):
             ref_value, ref_error = reference[name]
-            combined = np.sqrt(error ** 2 + ref_error ** 2)
-            significant = combined > 1e-3 * np.max(np.abs(ref_value))
-            z = np.abs(value - ref_value)[significant] / combined[significant] if dt != args.dt[0] else np.zeros(1)
+            combined = np.atleast_1d(np.sqrt(error ** 2 + ref_error ** 2))
+            significant = combined > 0.0     # the RDF's empty core has no error
+            z = (np.atleast_1d(np.abs(value - ref_value))[significant] / combined[significant]
+                 if dt != args.dt[0] else np.zeros(1))
             if name == "pressure":
                 row.update(pressure_bar=float(value) / BAR, pressure_standard_error_bar=float(error) / BAR,
                            pressure_difference_in_standard_errors=float(z.max()))
