@@ -28,7 +28,6 @@ from difftre.observables import adf, adf_list_cutoff, adf_of_trajectory, bin_cen
 from difftre.models.spline import roughness as spline_roughness
 from difftre.optim import add_penalty_gradient
 from difftre.potential import Potential
-from difftre.reweighting import map_states
 from difftre.resources import Demand, check_time_step
 from difftre.runner import Experiment
 from difftre.states import stored_states
@@ -37,6 +36,8 @@ from difftre import uf3
 
 DEFAULT_CONFIG = pathlib.Path(__file__).with_name("config.toml")
 DIFFUSION_SEGMENTS = 4
+TETRAHEDRAL_NEIGHBOR_CUTOFF = 0.5   # nm: the lists q takes its 4 nearest neighbours from (a bead with fewer
+                                    # inside is left out of q, never given a farther neighbour)
 LEG_CAPACITY = 16   # three-body legs per bead held by the JAX features (water has about 6 within 0.37 nm);
                     # a state with more gives NaN features and stops the update, never a silent loss
 WIDTH = (int, in_range(1, 1024))    # a DimeNet++ embedding size
@@ -338,8 +339,12 @@ def held_out(trainer, state):
     Debenedetti) and the self-diffusion coefficient D (from the Nose-Hoover trajectory, whose dynamics
     no stochastic thermostat disturbs), each with its standard error (block averaging for q; the spread
     of D over 4 trajectory segments), beside experiment's D = 2.3e-5 cm^2/s."""
-    q = np.asarray(map_states(tetrahedral_order, state.states, trainer.chunk_size), np.float64)
     positions = np.asarray(state.states.positions, np.float64)
+    per_state_q = jax.jit(jax.vmap(tetrahedral_order))
+    chunk = trainer.chunk_size or len(positions)
+    q = np.concatenate([np.asarray(per_state_q(stored_states(positions[a:a + chunk], trainer.box,
+                                                             TETRAHEDRAL_NEIGHBOR_CUTOFF)), np.float64)
+                        for a in range(0, len(positions), chunk)])
     frame_dt = trainer.sampling.integrator.dt * trainer.sampling.stride
     segments = np.array_split(positions, DIFFUSION_SEGMENTS)
     span = len(segments[-1]) * frame_dt
