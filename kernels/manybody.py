@@ -196,6 +196,16 @@ def sw_three_body_hessian(cos_t, inv_r1, e1, de1, dde1, inv_r2, e2, de2, dde2, c
 # hands it to `scatter_bond_gradients`; `on_atom_chunks` runs it over all atoms, serially or in chunks.
 
 @kernel(inline="always")
+def bond_buffers(box, capacity):
+    """Box edges and their inverses (3-tuples, nm and 1/nm) and, for `collect_bonds`, float64 buffers of
+    `capacity` bonds (bx, by, bz, squared length) and their neighbour indices (int64)."""
+    lengths = (box[0], box[1], box[2])
+    inverse_lengths = (1.0 / box[0], 1.0 / box[1], 1.0 / box[2])
+    return (lengths, inverse_lengths, np.empty(capacity), np.empty(capacity), np.empty(capacity), np.empty(capacity),
+            np.empty(capacity, np.int64))
+
+
+@kernel(inline="always")
 def collect_bonds(i, positions, lengths, inverse_lengths, nbr_idx, nbr_count, cutoff2, bx, by, bz, b_r2, neighbor):
     """The bonds of centre atom i: for each listed neighbour j with |r_j - r_i|^2 < cutoff2 (nm^2; a NaN
     distance is kept, to show up in the energy), in list order, d = r_j - r_i (minimum image, box edges
@@ -467,14 +477,8 @@ def stillinger_weber_born(params, positions, box, nbr_idx, nbr_count, born):
     the cut-off. The same terms as `stillinger_weber`."""
     constants = sw_constants(params)
     rc = constants[1]
-    lengths = (box[0], box[1], box[2])
-    inverse_lengths = (1.0 / box[0], 1.0 / box[1], 1.0 / box[2])
     cap = nbr_idx.shape[1]
-    bx = np.empty(cap)
-    by = np.empty(cap)
-    bz = np.empty(cap)
-    b_r2 = np.empty(cap)
-    b_j = np.empty(cap, np.int64)
+    lengths, inverse_lengths, bx, by, bz, b_r2, b_j = bond_buffers(box, cap)
     b_inv_r = np.empty(cap)
     b_exp = np.empty((cap, 3))        # exp(gamma s / (r - a s)) and its first and second sigma-derivatives
     b_q = np.empty((cap, 6))

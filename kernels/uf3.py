@@ -38,7 +38,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from difftre.kernels.jit import kernel
-from difftre.kernels.manybody import (FASTMATH, add_outer, add_strain_outer, add_virial, collect_bonds,
+from difftre.kernels.manybody import (bond_buffers, FASTMATH, add_outer, add_strain_outer, add_virial, collect_bonds,
                                       full_neighbor_list, on_atom_chunks, scatter_bond_gradients, strain_geometry,
                                       voigt_products)
 from difftre.kernels.space import displacement
@@ -560,6 +560,14 @@ def uf3_on_atom(i, positions, box, inv_box, nbr_idx, nbr_count, params, force, v
 # ---------------------------------------------------------------------------- the linear form: basis sums
 
 @kernel(inline="always")
+def uf3_cutoffs(constants):
+    """(pair cut-off, leg r_min, leg cut-off, r_jk r_min, r_jk cut-off, neighbour-list cut-off) in nm of
+    `uf3_constants`."""
+    pair, leg, jk = constants[0], constants[1], constants[2]
+    return pair[1], leg[0], leg[1], jk[0], jk[1], max(pair[1], leg[1])
+
+
+@kernel(inline="always")
 def _add_outer3(phi, strain, k1, k2, k3, a, b, c, ra, rb, rc):
     """phi[k1 + p, k2 + q, k3 + s] += a_p b_q c_s and strain[...] += ra_p b_q c_s + a_p rb_q c_s +
     a_p b_q rc_s for p, q, s = 0..3 (a, b, c the three distances' basis values, ra, rb, rc their
@@ -586,18 +594,9 @@ def uf3_basis_sums(params, positions, box, nbr_idx, nbr_count, phi2, phi3, strai
     Same selection of pairs and triplets as `_uf3_atoms` (the energy); params from `pack_params` (its
     coefficients are not read); a full neighbour list covering max(pair, leg cut-off)."""
     constants = uf3_constants(params)
-    pair_cut = constants[0][1]
-    leg_r_min, leg_cut = constants[1][0], constants[1][1]
-    jk_r_min, jk_cut = constants[2][0], constants[2][1]
-    list_cut = max(pair_cut, leg_cut)
-    lengths = (box[0], box[1], box[2])
-    inverse_lengths = (1.0 / box[0], 1.0 / box[1], 1.0 / box[2])
+    pair_cut, leg_r_min, leg_cut, jk_r_min, jk_cut, list_cut = uf3_cutoffs(constants)
     cap = nbr_idx.shape[1]
-    bx = np.empty(cap)
-    by = np.empty(cap)
-    bz = np.empty(cap)
-    b_r2 = np.empty(cap)
-    b_j = np.empty(cap, np.int64)
+    lengths, inverse_lengths, bx, by, bz, b_r2, b_j = bond_buffers(box, cap)
     leg_vec = np.empty((cap, 3))
     leg_r = np.empty(cap)
     leg_k = np.empty(cap, np.int64)
@@ -734,18 +733,9 @@ def uf3_strain_sums(params, positions, box, nbr_idx, nbr_count, born, gradient2,
     params from `pack_params` (its coefficients are not read); a full neighbour list covering
     max(pair, leg cut-off)."""
     constants = uf3_constants(params)
-    pair_cut = constants[0][1]
-    leg_r_min, leg_cut = constants[1][0], constants[1][1]
-    jk_r_min, jk_cut = constants[2][0], constants[2][1]
-    list_cut = max(pair_cut, leg_cut)
-    lengths = (box[0], box[1], box[2])
-    inverse_lengths = (1.0 / box[0], 1.0 / box[1], 1.0 / box[2])
+    pair_cut, leg_r_min, leg_cut, jk_r_min, jk_cut, list_cut = uf3_cutoffs(constants)
     cap = nbr_idx.shape[1]
-    bx = np.empty(cap)
-    by = np.empty(cap)
-    bz = np.empty(cap)
-    b_r2 = np.empty(cap)
-    b_j = np.empty(cap, np.int64)
+    lengths, inverse_lengths, bx, by, bz, b_r2, b_j = bond_buffers(box, cap)
     q = np.empty(6)
     pair_terms = np.empty((3, 4))
     leg_vec = np.empty((cap, 3))
