@@ -350,6 +350,7 @@ def test_compiled_trajectory_features_equal_the_jax_features(name):
             assert relative_error(got, np.asarray(want)) < 1e-12
 
 
+@pytest.mark.slow   # compiles the Born kernels (about a minute on 2 cores)
 @pytest.mark.parametrize("name", CASES)
 def test_compiled_strain_features_equal_the_jax_virial_and_born_features(name):
     """trajectory_strain_sums (Numba, every pair and triplet once, strain derivatives in r^2 / 2) against
@@ -366,6 +367,7 @@ def test_compiled_strain_features_equal_the_jax_virial_and_born_features(name):
     assert np.array_equal(virial_only, virial) and no_born is None
 
 
+@pytest.mark.slow   # compiles the Born kernels (about a minute on 2 cores)
 @pytest.mark.parametrize("name", CASES)
 def test_compiled_stress_and_stiffness_features_equal_the_jax_features(name):
     """The stress and stiffness targets' trajectory_features (UF3 strain sums, the Stillinger-Weber prior's
