@@ -10,6 +10,9 @@ thermostat variables, the random stream's seed and step counter, the neighbour
 list), so the next `run` continues the same trajectory. Units: nm, ps, u, kJ/mol
 (or reduced units, consistently).
 
+With ``Sampler(..., barostat=MonteCarloBarostat(pressure))`` the CPU sampler runs at
+constant pressure (isotropic Monte Carlo volume moves, `difftre.kernels.barostat`).
+
 Force-field terms come from `difftre.potentials` (one record per potential, its
 Numba kernel next to its JAX twin) and are re-exported here. `SamplerBase` is
 what every sampler shares (checks, degrees of freedom, the Maxwell-Boltzmann
@@ -25,7 +28,7 @@ import numpy as np
 
 from difftre.kernels import integrators, neighbors, sampler as engine
 from difftre.kernels.buffers import ALIGNMENT, aligned_copy, aligned_empty
-from difftre.kernels.space import check_orthorhombic
+from difftre.kernels.space import check_orthorhombic, volume
 from difftre.potentials import (PairTerm, SystemTerm, external_spline, harmonic, lennard_jones,  # noqa: F401
                                 repulsive, stillinger_weber, tabulated_pair)   # (the terms of difftre.md's API)
 from difftre.potentials import positive as _positive
@@ -34,6 +37,8 @@ BOLTZMANN = 0.0083144626  # kJ/(mol K)
 BAR = 0.0602214           # 1 bar in kJ mol^-1 nm^-3
 GPA = 602.2137            # 1 GPa in kJ mol^-1 nm^-3
 DTYPES = (np.float32, np.float64)
+BAROSTAT_CPU_ONLY = ("the Monte Carlo barostat runs on the CPU sampler only (difftre.md.Sampler, device='cpu'); "
+                     "the CUDA samplers run at constant volume")
 MAX_STEP = np.iinfo(np.int64).max   # the engines count steps in int64 (the random stream in uint64)
 
 
@@ -181,6 +186,39 @@ class NoseHooverChain(Integrator):
         return dict(kT=self.kT, dof=dof, tau=self.tau, n_substeps=self.n_substeps)
 
 
+@dataclasses.dataclass(frozen=True)
+class MonteCarloBarostat:
+    """Isotropic Monte Carlo barostat of the CPU `Sampler` (see `difftre.kernels.barostat`).
+
+    With a thermostatted integrator (Langevin, NoseHooverChain; kT is the integrator's) the
+    sampler samples the isothermal-isobaric ensemble p(V, x) ~ V^N exp(-(P V + U) / kT).
+    pressure: P in kJ mol^-1 nm^-3 (``1.0 * md.BAR`` is 1 bar; in reduced units P sigma^3 /
+    epsilon); interval: steps between volume moves; max_volume_change: the largest change
+    of one move (nm^3; the change is uniform in +-max_volume_change), None: 1% of the box
+    volume at the start of each `Sampler.run` (then a trajectory depends on how it is split
+    into runs; give a number for one that does not). Aim for an acceptance
+    (`Trajectory.barostat_acceptance`) of roughly 0.2-0.5. Truncated pair potentials must
+    be shifted to zero at the cut-off (``lennard_jones(..., shift=True)``): the volume
+    moves use the energy, the MD the forces, and these must be of the same potential.
+    """
+    pressure: float
+    interval: int = 25
+    max_volume_change: float = None
+
+    def __post_init__(self):
+        if not (np.isfinite(self.pressure) and self.pressure >= 0):
+            raise ValueError(f"pressure must be finite and non-negative (kJ mol^-1 nm^-3), got {self.pressure}")
+        if int(self.interval) != self.interval or self.interval < 1:
+            raise ValueError(f"interval must be a positive integer (steps), got {self.interval}")
+        if self.max_volume_change is not None:
+            _positive("max_volume_change", self.max_volume_change)
+
+    def params(self, kT, box, dtype):
+        """The kernels' params [pressure, max_dV, kT, interval] in dtype for a run starting in `box`."""
+        change = 0.01 * volume(box) if self.max_volume_change is None else self.max_volume_change
+        return np.array([self.pressure, change, kT, self.interval], dtype)
+
+
 # ----------------------------------------------------------------------------- state and trajectory
 
 @dataclasses.dataclass
@@ -207,8 +245,18 @@ class Trajectory:
     potential_energy: np.ndarray   # (n_frames,) kJ/mol
     kinetic_energy: np.ndarray     # (n_frames,) kJ/mol
     virial: np.ndarray             # (n_frames, dim, dim) kJ/mol (W = sum f (x) r)
-    box: np.ndarray
+    box: np.ndarray                # (dim,) nm; with a barostat (n_frames, dim), the box of each frame
     n_neighbor_rebuilds: int = 0
+    barostat_moves: np.ndarray = None  # barostat only: (attempted, accepted, refused) volume moves of the run
+                                       # (equilibration included); refused: box edge <= 2 (cutoff + skin)
+
+    @property
+    def barostat_acceptance(self):
+        """Fraction of the run's volume moves that were accepted (None without a barostat)."""
+        if self.barostat_moves is None:
+            return None
+        attempted, accepted, _ = (int(c) for c in self.barostat_moves)
+        return accepted / attempted if attempted else float("nan")
 
 
 def dense_neighbor_list(nbr_idx, nbr_count):
@@ -403,6 +451,8 @@ def sampler(force_field, integrator, device="cpu", replicas=1, **options):
                              f"use device='cuda' for batched replicas")
         return Sampler(force_field, integrator, **options)
     if device == "cuda":
+        if options.get("barostat") is not None:
+            raise NotImplementedError(BAROSTAT_CPU_ONLY)
         from difftre import md_cuda
         return md_cuda.CudaSampler(force_field, integrator, replicas=replicas, **options)
     raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
@@ -422,11 +472,20 @@ class Sampler(SamplerBase):
     """Runs trajectories of one force field with one integrator inside compiled code (CPU)."""
 
     def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, max_step_displacement=None,
-                 n_threads=None):
+                 n_threads=None, barostat=None):
         """n_threads: threads for systems of independent particles (one-body terms only, no global
-        thermostat); the particles are split into chunks, and the trajectory does not depend on it."""
+        thermostat, no barostat); the particles are split into chunks, and the trajectory does not depend
+        on it. barostat: a MonteCarloBarostat for constant pressure (None: constant volume); it needs a
+        thermostatted integrator."""
         super().__init__(force_field, integrator, skin, dtype, max_step_displacement)
         self.n_threads = numba.config.NUMBA_NUM_THREADS if n_threads is None else int(n_threads)
+        if barostat is not None:
+            if not isinstance(barostat, MonteCarloBarostat):
+                raise TypeError(f"barostat must be a difftre.md.MonteCarloBarostat, got {type(barostat).__name__}")
+            if not hasattr(integrator, "kT"):
+                raise ValueError(f"the Monte Carlo barostat needs a thermostatted integrator (Langevin or "
+                                 f"NoseHooverChain), got {type(integrator).__name__}")
+        self.barostat = barostat
 
     def init_state(self, positions, box, masses, seed, velocities=None, kT=None):
         """A new state; velocities Maxwell-Boltzmann at kT (default: the integrator's) unless given."""
@@ -463,7 +522,7 @@ class Sampler(SamplerBase):
         n = state.positions.shape[0]
         limit = self.step_limit(state.box)
         separable = (self.force_field.independent_particles and self.integrator.kind != "nose_hoover"
-                     and self.n_threads > 1 and n >= 64 * self.n_threads)
+                     and self.barostat is None and self.n_threads > 1 and n >= 64 * self.n_threads)
         # chunk edges on multiples of 4 particles: the random stream is grouped in fours
         edges = np.unique(np.minimum(4 * np.round(np.linspace(0, n, self.n_threads + 1) / 4).astype(int), n)) \
             if separable else np.array([0, n])
@@ -495,6 +554,18 @@ class Sampler(SamplerBase):
         state.step += int(n_equilibration + n_frames * stride)
         return frames, state
 
+    def _barostat_arguments(self, box, n):
+        """The engine's (barostat_params, trial buffers) for a run of n particles starting in `box`: interval 0
+        and empty buffers without a barostat; the trial positions, forces and box aligned as the state's
+        (a JAX force term views them)."""
+        dtype, dim = self.dtype, box.shape[0]
+        if self.barostat is None:
+            return (np.zeros(4, dtype), (np.empty((0, dim), dtype), np.empty((0, dim), dtype),
+                                         np.empty((0, dim), dtype), np.empty(0, dtype), np.empty((0, 0), dtype)))
+        return (self.barostat.params(self.integrator.kT, box, dtype),
+                (aligned_empty((n, dim), dtype), aligned_empty((n, dim), dtype), np.empty((n, dim), dtype),
+                 aligned_empty((dim,), dtype), np.empty((dim, dim), dtype)))
+
     def _run_chunk(self, state, a, b, limit, n_equilibration, n_frames, stride, record_velocities):
         """Run particles a:b of `state` in place (all of them unless the particles are independent)."""
         dtype = self.dtype
@@ -506,6 +577,8 @@ class Sampler(SamplerBase):
                             np.empty((n_frames if record_velocities else 0, n, dim), dtype),
                             np.full(n_frames, np.nan, dtype), np.empty(n_frames, dtype),
                             np.empty((n_frames, dim, dim), dtype), state.box.copy())
+        frame_box = np.empty((n_frames if self.barostat is not None else 0, dim), dtype)
+        moves = np.zeros(3, np.int64)
         status = np.zeros(3, np.int64)
         nbr_idx, _, rebuilds = engine.run(
             pairs, systems, first, second, params, dtype(self.integrator.dt),
@@ -516,5 +589,7 @@ class Sampler(SamplerBase):
             dtype(self.list_cutoff), dtype(self.skin), self.force_field.half_list, dtype(limit),
             int(n_equilibration), int(n_frames), int(stride),
             frames.positions, frames.velocities, frames.potential_energy, frames.kinetic_energy, frames.virial,
-            status)
+            frame_box, status, *self._barostat_arguments(state.box, n), moves)
+        if self.barostat is not None:
+            frames.box, frames.barostat_moves = frame_box, moves
         return nbr_idx, rebuilds, status, frames

@@ -98,12 +98,15 @@ class ReplicaSampler(md.SamplerBase):
     mode: "replicas" (one thread block per replica), "grid" (one system over a
     cooperative grid of blocks, for large N; replicas must be 1) or "auto"
     (grid for a single system of >= 8192 particles). threads: per block, a
-    power of two (default: 256, fewer for small systems).
+    power of two (default: 256, fewer for small systems). barostat: only None (constant
+    volume); the Monte Carlo barostat runs on the CPU sampler only.
     """
     batched = True
 
     def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, replicas=1,
-                 max_step_displacement=None, threads=None, mode="auto"):
+                 max_step_displacement=None, threads=None, mode="auto", barostat=None):
+        if barostat is not None:
+            raise NotImplementedError(md.BAROSTAT_CPU_ONLY)
         super().__init__(force_field, integrator, skin, dtype, max_step_displacement, replicas)
         if mode not in ("auto", "replicas", "grid"):
             raise ValueError(f"mode must be 'auto', 'replicas' or 'grid', got {mode!r}")
@@ -192,8 +195,9 @@ class CudaSampler(ReplicaSampler):
         return super().__new__(cls)
 
     def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, replicas=1,
-                 max_step_displacement=None, threads=None, mode="auto"):
-        super().__init__(force_field, integrator, skin, dtype, replicas, max_step_displacement, threads, mode)
+                 max_step_displacement=None, threads=None, mode="auto", barostat=None):
+        super().__init__(force_field, integrator, skin, dtype, replicas, max_step_displacement, threads, mode,
+                         barostat)
         for term in force_field.system_terms:   # fail early on a term the GPU cannot run
             gpu.system_term_kind(term.function, term.per_particle)
         self.relaunches = 0   # regrowth relaunches of the last kernel run (diagnostics)
@@ -403,7 +407,9 @@ class HostSteppedSampler(ReplicaSampler):
     """
 
     def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, replicas=1,
-                 max_step_displacement=None, threads=None, mode="auto"):
+                 max_step_displacement=None, threads=None, mode="auto", barostat=None):
+        if barostat is not None:
+            raise NotImplementedError(md.BAROSTAT_CPU_ONLY)
         if mode == "grid":
             raise ValueError("a force field with JAX forces runs host-stepped, one block per replica: "
                              "use mode 'replicas' or 'auto'")

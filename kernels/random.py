@@ -75,11 +75,21 @@ def inverse_normal_cdf(p):
 
 
 @kernel(inline="always")
-def normal4(seed, step, counter, stream):
-    """Four independent standard normal numbers for (seed, step, counter, stream), by inversion."""
+def uniform4(seed, step, counter, stream):
+    """Four independent uniform numbers in (0, 1) for (seed, step, counter, stream).
+
+    Streams: 0 the Langevin noise (counter: a group of particles), 1 the Monte Carlo barostat
+    (counter 0); a new consumer takes a new stream so that no two draw the same numbers.
+    """
     s = np.uint64(seed)
     t = np.uint64(step)
     r0, r1, r2, r3 = philox4x32(t & _MASK32, t >> _SHIFT, np.uint64(counter) & _MASK32,
                                 np.uint64(stream) & _MASK32, s & _MASK32, s >> _SHIFT)
-    return (inverse_normal_cdf(_unit_open(r0)), inverse_normal_cdf(_unit_open(r1)),
-            inverse_normal_cdf(_unit_open(r2)), inverse_normal_cdf(_unit_open(r3)))
+    return _unit_open(r0), _unit_open(r1), _unit_open(r2), _unit_open(r3)
+
+
+@kernel(inline="always")
+def normal4(seed, step, counter, stream):
+    """Four independent standard normal numbers for (seed, step, counter, stream), by inversion."""
+    u0, u1, u2, u3 = uniform4(seed, step, counter, stream)
+    return inverse_normal_cdf(u0), inverse_normal_cdf(u1), inverse_normal_cdf(u2), inverse_normal_cdf(u3)

@@ -11,36 +11,24 @@ position.
 
 Force field: pair_terms, a tuple of (pair_fn, params, cutoff) (see
 `difftre.kernels.pair`), and system_terms, a tuple of (fn, params) of whole-system
-functions (many-body and external, see `difftre.kernels.manybody`).
+functions (many-body and external, see `difftre.kernels.manybody`); their sum is
+`difftre.kernels.forces.compute_forces`.
+
+With a barostat (barostat_params[3] = interval > 0) the loop makes a Monte Carlo
+volume move after every step whose global counter is a multiple of the interval
+(`difftre.kernels.barostat`); the box then changes and is recorded per frame.
 """
 import numpy as np
-from numba import literal_unroll
 
 from difftre.kernels.jit import kernel
 
-from difftre.kernels import neighbors
+from difftre.kernels import barostat, neighbors
+from difftre.kernels.forces import compute_forces
 from difftre.kernels.integrators import twice_kinetic_energy
-from difftre.kernels.pair import pair_forces
 
 STATUS_OK = 0
 STATUS_NONFINITE = 1
 STATUS_DISPLACEMENT = 2
-
-
-@kernel
-def compute_forces(pair_terms, system_terms, positions, box, nbr_idx, nbr_count, half_list, forces, virial):
-    """Zero and fill forces (kJ/mol/nm) and virial (kJ/mol); return the potential energy (kJ/mol)."""
-    forces[:] = 0.0
-    virial[:] = 0.0
-    energy = 0.0
-    if len(pair_terms) > 0:
-        for term in literal_unroll(pair_terms):
-            energy += pair_forces(term[0], term[1], term[2], positions, box, nbr_idx, nbr_count, half_list,
-                                  forces, virial)
-    if len(system_terms) > 0:
-        for term in literal_unroll(system_terms):
-            energy += term[0](term[1], positions, box, nbr_idx, nbr_count, forces, virial)
-    return energy
 
 
 @kernel
@@ -75,14 +63,20 @@ def run(pair_terms, system_terms, first_half, second_half, integrator_params, dt
         positions, velocities, forces, virial, inv_masses, box, thermostat, seed, step,
         nbr_idx, nbr_count, reference_positions, previous_positions, list_cutoff, skin, half_list,
         max_step_displacement, n_equilibration, n_frames, stride,
-        frame_positions, frame_velocities, frame_potential, frame_kinetic, frame_virial, status):
+        frame_positions, frame_velocities, frame_potential, frame_kinetic, frame_virial, frame_box, status,
+        barostat_params, barostat_trial, barostat_counts):
     """Advance the state; fill the frame buffers; return (nbr_idx, potential energy, n_rebuilds).
 
     status (int64[3]) receives (code, step, particle) with STATUS_* codes; the
     state arrays hold the last completed step (or the failing one on error).
     `step` is the global step counter the random stream is keyed by.
+    frame_box (n_frames, dim), or (0, dim) to record no box. barostat_params,
+    barostat_trial (the trial buffers) and barostat_counts: see
+    `difftre.kernels.barostat.volume_move`; interval 0 is no barostat.
     """
     uses_neighbors = list_cutoff > 0.0
+    barostat_interval = np.uint64(barostat_params[3])
+    record_box = frame_box.shape[0] > 0
     half_skin_sq = 0.25 * skin * skin
     max_step_sq = max_step_displacement * max_step_displacement
     record_velocities = frame_velocities.shape[0] > 0
@@ -119,6 +113,11 @@ def run(pair_terms, system_terms, first_half, second_half, integrator_params, dt
             return nbr_idx, energy, n_rebuilds
         second_half(positions, velocities, forces, inv_masses, dt, integrator_params, thermostat, seed, step)
         step += 1
+        if barostat_interval > 0 and step % barostat_interval == 0:
+            nbr_idx, energy = barostat.volume_move(pair_terms, system_terms, barostat_params, seed, step, positions,
+                                                   forces, virial, box, energy, nbr_idx, nbr_count,
+                                                   reference_positions, previous_positions, list_cutoff, half_list,
+                                                   barostat_trial, barostat_counts)
         produced = k + 1 - n_equilibration
         if produced > 0 and produced % stride == 0:
             f = produced // stride - 1
@@ -128,4 +127,6 @@ def run(pair_terms, system_terms, first_half, second_half, integrator_params, dt
             frame_potential[f] = energy
             frame_kinetic[f] = 0.5 * twice_kinetic_energy(velocities, inv_masses)
             frame_virial[f] = virial
+            if record_box:
+                frame_box[f] = box
     return nbr_idx, energy, n_rebuilds
