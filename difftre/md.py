@@ -11,7 +11,8 @@ list), so the next `run` continues the same trajectory. Units: nm, ps, u, kJ/mol
 (or reduced units, consistently).
 
 With ``Sampler(..., barostat=MonteCarloBarostat(pressure))`` the CPU sampler runs at
-constant pressure (isotropic Monte Carlo volume moves, `difftre.kernels.barostat`).
+constant pressure (isotropic Monte Carlo volume moves, `difftre.kernels.barostat`); so
+does ``difftre.md_cuda.CudaSampler`` for each of its replicas.
 
 Force-field terms come from `difftre.potentials` (one record per potential, its
 Numba kernel next to its JAX twin) and are re-exported here. `SamplerBase` is
@@ -37,8 +38,6 @@ BOLTZMANN = 0.0083144626  # kJ/(mol K)
 BAR = 0.0602214           # 1 bar in kJ mol^-1 nm^-3
 GPA = 602.2137            # 1 GPa in kJ mol^-1 nm^-3
 DTYPES = (np.float32, np.float64)
-BAROSTAT_CPU_ONLY = ("the Monte Carlo barostat runs on the CPU sampler only (difftre.md.Sampler, device='cpu'); "
-                     "the CUDA samplers run at constant volume")
 MAX_STEP = np.iinfo(np.int64).max   # the engines count steps in int64 (the random stream in uint64)
 
 
@@ -188,14 +187,14 @@ class NoseHooverChain(Integrator):
 
 @dataclasses.dataclass(frozen=True)
 class MonteCarloBarostat:
-    """Isotropic Monte Carlo barostat of the CPU `Sampler` (see `difftre.kernels.barostat`).
+    """Isotropic Monte Carlo barostat of `Sampler` and `difftre.md_cuda.CudaSampler` (see `difftre.kernels.barostat`).
 
     With a thermostatted integrator (Langevin, NoseHooverChain; kT is the integrator's) the
     sampler samples the isothermal-isobaric ensemble p(V, x) ~ V^N exp(-(P V + U) / kT).
     pressure: P in kJ mol^-1 nm^-3 (``1.0 * md.BAR`` is 1 bar; in reduced units P sigma^3 /
     epsilon); interval: steps between volume moves; max_volume_change: the largest change
     of one move (nm^3; the change is uniform in +-max_volume_change), None: 1% of the box
-    volume at the start of each `Sampler.run` (then a trajectory depends on how it is split
+    volume at the start of each run, per replica (then a trajectory depends on how it is split
     into runs; give a number for one that does not). Aim for an acceptance
     (`Trajectory.barostat_acceptance`) of roughly 0.2-0.5. Truncated pair potentials must
     be shifted to zero at the cut-off (``lennard_jones(..., shift=True)``): the volume
@@ -301,7 +300,9 @@ class SamplerBase:
     batched = False
 
     def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, max_step_displacement=None,
-                 replicas=1):
+                 replicas=1, barostat=None):
+        """barostat: a MonteCarloBarostat for constant pressure (None: constant volume); it needs a
+        thermostatted integrator."""
         if not isinstance(integrator, Integrator):
             raise TypeError(f"integrator must be a difftre.md.Integrator (VelocityVerlet, Langevin, "
                             f"NoseHooverChain), got {type(integrator).__name__}")
@@ -315,6 +316,13 @@ class SamplerBase:
         self.skin = float(skin)
         self.replicas = int(replicas)
         self.max_step_displacement = max_step_displacement
+        if barostat is not None:
+            if not isinstance(barostat, MonteCarloBarostat):
+                raise TypeError(f"barostat must be a difftre.md.MonteCarloBarostat, got {type(barostat).__name__}")
+            if not hasattr(integrator, "kT"):
+                raise ValueError(f"the Monte Carlo barostat needs a thermostatted integrator (Langevin or "
+                                 f"NoseHooverChain), got {type(integrator).__name__}")
+        self.barostat = barostat
 
     @property
     def list_cutoff(self):
@@ -451,8 +459,6 @@ def sampler(force_field, integrator, device="cpu", replicas=1, **options):
                              f"use device='cuda' for batched replicas")
         return Sampler(force_field, integrator, **options)
     if device == "cuda":
-        if options.get("barostat") is not None:
-            raise NotImplementedError(BAROSTAT_CPU_ONLY)
         from difftre import md_cuda
         return md_cuda.CudaSampler(force_field, integrator, replicas=replicas, **options)
     raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
@@ -475,17 +481,9 @@ class Sampler(SamplerBase):
                  n_threads=None, barostat=None):
         """n_threads: threads for systems of independent particles (one-body terms only, no global
         thermostat, no barostat); the particles are split into chunks, and the trajectory does not depend
-        on it. barostat: a MonteCarloBarostat for constant pressure (None: constant volume); it needs a
-        thermostatted integrator."""
-        super().__init__(force_field, integrator, skin, dtype, max_step_displacement)
+        on it. barostat: see SamplerBase."""
+        super().__init__(force_field, integrator, skin, dtype, max_step_displacement, barostat=barostat)
         self.n_threads = numba.config.NUMBA_NUM_THREADS if n_threads is None else int(n_threads)
-        if barostat is not None:
-            if not isinstance(barostat, MonteCarloBarostat):
-                raise TypeError(f"barostat must be a difftre.md.MonteCarloBarostat, got {type(barostat).__name__}")
-            if not hasattr(integrator, "kT"):
-                raise ValueError(f"the Monte Carlo barostat needs a thermostatted integrator (Langevin or "
-                                 f"NoseHooverChain), got {type(integrator).__name__}")
-        self.barostat = barostat
 
     def init_state(self, positions, box, masses, seed, velocities=None, kT=None):
         """A new state; velocities Maxwell-Boltzmann at kT (default: the integrator's) unless given."""

@@ -12,6 +12,10 @@ Replica r with seed s follows the trajectory the CPU sampler gives from the
 same state with seed s (the Langevin noise is the same Philox stream). The whole
 MD loop of all replicas runs in one kernel launch (`difftre.kernels.cuda.engine`);
 the host only intervenes to regrow a neighbour list that ran out of capacity.
+With ``barostat=md.MonteCarloBarostat(...)`` every replica runs at constant pressure
+in its own box: the CPU sampler's volume moves (same draws and acceptance test) inside
+the same launch; the trajectory then has a box per frame, (R, n_frames, dim), and
+barostat_moves (R, 3).
 
 A force field whose only term is a JAX model (`difftre.bridge.jax_force_term`,
 e.g. a neural network plus its prior written with `difftre.models.priors`) runs
@@ -33,6 +37,8 @@ from difftre import md
 from difftre.kernels.cuda import engine as gpu
 
 MAX_RELAUNCHES = 32
+BAROSTAT_NOT_HOST_STEPPED = ("the Monte Carlo barostat does not run host-stepped (a JAX force term, "
+                             "HostSteppedSampler): use the CPU sampler (device='cpu') for NPT with JAX forces")
 
 
 @dataclasses.dataclass
@@ -98,16 +104,16 @@ class ReplicaSampler(md.SamplerBase):
     mode: "replicas" (one thread block per replica), "grid" (one system over a
     cooperative grid of blocks, for large N; replicas must be 1) or "auto"
     (grid for a single system of >= 8192 particles). threads: per block, a
-    power of two (default: 256, fewer for small systems). barostat: only None (constant
-    volume); the Monte Carlo barostat runs on the CPU sampler only.
+    power of two (default: 256, fewer for small systems). barostat: a
+    ``md.MonteCarloBarostat`` (CudaSampler only): each replica makes the CPU sampler's volume
+    moves in its own box (the trajectory's box is then (R, n_frames, dim), its
+    barostat_moves (R, 3)).
     """
     batched = True
 
     def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, replicas=1,
                  max_step_displacement=None, threads=None, mode="auto", barostat=None):
-        if barostat is not None:
-            raise NotImplementedError(md.BAROSTAT_CPU_ONLY)
-        super().__init__(force_field, integrator, skin, dtype, max_step_displacement, replicas)
+        super().__init__(force_field, integrator, skin, dtype, max_step_displacement, replicas, barostat)
         if mode not in ("auto", "replicas", "grid"):
             raise ValueError(f"mode must be 'auto', 'replicas' or 'grid', got {mode!r}")
         if mode == "grid" and replicas != 1:
@@ -180,7 +186,7 @@ class ReplicaSampler(md.SamplerBase):
         """The compiled engine (difftre.kernels.cuda.engine.Engine) of this sampler for dim, mode, threads."""
         pairs, systems = self._engine_terms()
         return gpu.get_engine(self.dtype, pairs, systems, self.integrator.kind, self.integrator.PARAMS, dim,
-                              threads, mode, self.list_cutoff > 0)
+                              threads, mode, self.list_cutoff > 0, self.barostat is not None)
 
 
 class CudaSampler(ReplicaSampler):
@@ -279,6 +285,8 @@ class CudaSampler(ReplicaSampler):
                 grown = np.zeros((R, n, need_nbr + need_nbr // 4 + 1), np.int32)
                 grown[:, :, :old.shape[2]] = old
                 d["nbr"] = cuda.to_device(grown)
+                if self.barostat is not None:   # the trial list (rebuilt when its move is redone)
+                    d["tnbr"] = cuda.to_device(np.zeros_like(grown))
             if need_cell > state.cell_capacity:
                 state.cell_capacity = need_cell + need_cell // 4 + 1
                 d["cellm"] = cuda.to_device(np.zeros((R, call.total_cells, state.cell_capacity), np.int32))
@@ -289,6 +297,7 @@ class CudaSampler(ReplicaSampler):
             raise RuntimeError(f"neighbour lists still overflow after {MAX_RELAUNCHES} regrowths")
         state.positions[...] = d["pos"].copy_to_host()
         state.velocities[...] = d["vel"].copy_to_host()
+        state.box[...] = d["box"].copy_to_host()
         if state.thermostat.shape[1]:
             state.thermostat[...] = d["thermo"].copy_to_host()
         state.nbr_idx = d["nbr"].copy_to_host()
@@ -300,6 +309,8 @@ class CudaSampler(ReplicaSampler):
                                d["fpot"].copy_to_host()[:, :n_frames], d["fkin"].copy_to_host()[:, :n_frames],
                                d["fvir"].copy_to_host()[:, :n_frames], state.box.copy(),
                                d["rebuilds"].copy_to_host())
+        if self.barostat is not None:
+            frames.box, frames.barostat_moves = d["fbox"].copy_to_host()[:, :n_frames], d["moves"].copy_to_host()
         return LaunchResult(frames, call.status, d["frc"].copy_to_host(), d["start_out"].copy_to_host())
 
 
@@ -342,10 +353,11 @@ class _KernelCall:
             progress=to(np.zeros(R, np.int64)), resume=to(np.zeros(R, np.int32)),
             rebuilds=to(np.zeros(R, np.int64)), start_out=to(np.zeros((R, n_reduce), dtype)))
         self.device.update(zip(("pp", "plen", "pcut2", "sp", "slen"), (to(a) for a in _packed_terms(sampler))))
+        self.device.update({name: to(a) for name, a in _barostat_arrays(sampler, state, frames).items()})
         self.rebuild_flags = np.full(R, int(force_rebuild), np.int32)
         self.status = np.zeros((R, gpu.N_STATUS), np.int64)
         self.status[:, gpu.ST_PARTICLE] = n
-        self.scalars = (np.uint64(state.step), dtype(sampler.integrator.dt), list_cutoff * list_cutoff,
+        self.scalars = (np.uint64(state.step), dtype(sampler.integrator.dt), list_cutoff, list_cutoff * list_cutoff,
                         dtype(0.25 * sampler.skin * sampler.skin), dtype(limit) * dtype(limit))
         self.counts = (np.int64(n_equilibration), np.int64(n_frames), np.int64(stride), np.int32(record_velocities))
         self.zeros = (np.zeros((R, gpu.N_FLAGS), np.int32), np.zeros((R, gpu.N_SCALARS), dtype))
@@ -363,15 +375,38 @@ class _KernelCall:
     def arguments(self, status=None):
         """The kernel's arguments, status (the device copy of self.status) in its place."""
         d, to = self.device, self.to_device
-        step0, dt, list_cut2, half_skin_sq, max_step_sq = self.scalars
+        step0, dt, list_cut, list_cut2, half_skin_sq, max_step_sq = self.scalars
         flags, scalars = self.zeros
         return (d["pos"], d["vel"], d["frc"], d["invm"], d["box"], d["thermo"], d["seeds"], step0,
                 d["iparams"], dt, d["pp"], d["plen"], d["pcut2"], d["sp"], d["slen"],
                 d["nbr"], d["cnt"], d["ref"], d["prev"], d["cellc"], d["cellm"], d["ncell"],
-                list_cut2, half_skin_sq, max_step_sq, *self.counts,
+                list_cut, list_cut2, half_skin_sq, max_step_sq, *self.counts,
                 d["fpos"], d["fvel"], d["fpot"], d["fkin"], d["fvir"],
                 d["progress"], d["resume"], to(self.rebuild_flags), to(self.status) if status is None else status,
-                to(flags), d["partials"], to(scalars), d["rebuilds"], d["start_out"])
+                to(flags), d["partials"], to(scalars), d["rebuilds"], d["start_out"],
+                *(d[name] for name in BAROSTAT_ARRAYS))
+
+
+BAROSTAT_ARRAYS = ("bparams", "tpos", "tfrc", "tnbr", "tcnt", "tref", "fbox", "moves")   # in the kernel's order
+
+
+def _barostat_arrays(sampler, state, frames):
+    """The kernel's barostat arrays (BAROSTAT_ARRAYS; placeholders of one element per axis without a barostat):
+    per replica its params [P, max_dV, kT, interval] (see md.MonteCarloBarostat.params), the trial's positions,
+    forces, neighbour list (as state's), counts and reference positions, the frames' boxes (R, frames, dim) and
+    the move counts (R, 3)."""
+    dtype = sampler.dtype
+    R, n, dim = state.positions.shape
+    if sampler.barostat is None:
+        n, frames, capacity = 1, 1, 1
+        params = np.zeros((R, 4), dtype)
+    else:
+        capacity = state.nbr_idx.shape[2]
+        params = np.stack([sampler.barostat.params(sampler.integrator.kT, box, dtype) for box in state.box])
+    return dict(bparams=params, tpos=np.zeros((R, n, dim), dtype), tfrc=np.zeros((R, n, dim), dtype),
+                tnbr=np.zeros((R, n, capacity), np.int32), tcnt=np.zeros((R, n), np.int32),
+                tref=np.zeros((R, n, dim), dtype), fbox=np.zeros((R, frames, dim), dtype),
+                moves=np.zeros((R, 3), np.int64))
 
 
 def _packed_terms(sampler):
@@ -409,7 +444,7 @@ class HostSteppedSampler(ReplicaSampler):
     def __init__(self, force_field, integrator, skin=0.0, dtype=np.float64, replicas=1,
                  max_step_displacement=None, threads=None, mode="auto", barostat=None):
         if barostat is not None:
-            raise NotImplementedError(md.BAROSTAT_CPU_ONLY)
+            raise NotImplementedError(BAROSTAT_NOT_HOST_STEPPED)
         if mode == "grid":
             raise ValueError("a force field with JAX forces runs host-stepped, one block per replica: "
                              "use mode 'replicas' or 'auto'")

@@ -44,7 +44,8 @@ from difftre.kernels.jit import kernel
 from difftre.kernels.random import uniform4
 
 BAROSTAT_STREAM = 1
-ATTEMPTED, ACCEPTED, REFUSED = 0, 1, 2
+ATTEMPTED, ACCEPTED, REFUSED = 0, 1, 2     # the columns of counts
+PROPOSED, NON_POSITIVE, TOO_SMALL = 0, 1, 2   # outcomes of `propose`
 
 
 @kernel
@@ -54,6 +55,45 @@ def box_volume(box):
     for a in range(box.shape[0]):
         volume *= np.float64(box[a])
     return volume
+
+
+@kernel
+def propose(params, seed, step, box, list_cutoff, trial_box):
+    """Draw the move of `step`; return (outcome, scale, u_accept) and fill trial_box (nm) with the box scaled by
+    scale = (V'/V)^(1/dim). outcome PROPOSED: a trial to evaluate; NON_POSITIVE: V' <= 0 (rejected, trial_box
+    untouched); TOO_SMALL: an edge would not exceed 2 list_cutoff (nm; 0: no list), refused. u_accept: the
+    uniform number of the acceptance test (`accepted`)."""
+    max_volume_change = np.float64(params[1])
+    u_volume, u_accept, _, _ = uniform4(seed, step, 0, BAROSTAT_STREAM)
+    volume = box_volume(box)
+    proposed = volume + max_volume_change * (2.0 * u_volume - 1.0)
+    if not proposed > 0.0:
+        return NON_POSITIVE, 1.0, u_accept
+    scale = (proposed / volume) ** (1.0 / box.shape[0])
+    for a in range(box.shape[0]):
+        trial_box[a] = box[a] * scale
+        if list_cutoff > 0.0 and not trial_box[a] > 2.0 * list_cutoff:
+            return TOO_SMALL, scale, u_accept
+    return PROPOSED, scale, u_accept
+
+
+@kernel
+def scale_positions(positions, scale, trial_positions):
+    """trial_positions = scale * positions (nm, about the origin), particle by particle."""
+    for i in range(positions.shape[0]):
+        for a in range(positions.shape[1]):
+            trial_positions[i, a] = positions[i, a] * scale
+
+
+@kernel
+def accepted(params, u_accept, energy, trial_energy, box, trial_box, n):
+    """The Metropolis test of the trial (energies in kJ/mol, boxes in nm, n particles): True when accepted;
+    a NaN trial energy is rejected."""
+    pressure, kT = np.float64(params[0]), np.float64(params[2])
+    volume = box_volume(box)
+    proposed = box_volume(trial_box)   # the volume of the box as stored (float32 rounds the edges)
+    log_acceptance = -(trial_energy - energy + pressure * (proposed - volume)) / kT + n * np.log(proposed / volume)
+    return np.log(u_accept) < log_acceptance
 
 
 @kernel
@@ -68,23 +108,14 @@ def volume_move(pair_terms, system_terms, params, seed, step, positions, forces,
     trial = (positions, forces, reference positions, box, virial) buffers shaped as the state's.
     """
     trial_positions, trial_forces, trial_reference, trial_box, trial_virial = trial
-    pressure, max_volume_change, kT = np.float64(params[0]), np.float64(params[1]), np.float64(params[2])
     counts[ATTEMPTED] += 1
-    u_volume, u_accept, _, _ = uniform4(seed, step, 0, BAROSTAT_STREAM)
-    volume = box_volume(box)
-    proposed = volume + max_volume_change * (2.0 * u_volume - 1.0)
-    if not proposed > 0.0:
-        return nbr_idx, energy
-    scale = (proposed / volume) ** (1.0 / box.shape[0])
-    uses_neighbors = list_cutoff > 0.0
-    for a in range(box.shape[0]):
-        trial_box[a] = box[a] * scale
-        if uses_neighbors and not trial_box[a] > 2.0 * list_cutoff:
+    outcome, scale, u_accept = propose(params, seed, step, box, list_cutoff, trial_box)
+    if outcome != PROPOSED:
+        if outcome == TOO_SMALL:
             counts[REFUSED] += 1
-            return nbr_idx, energy
-    for i in range(positions.shape[0]):
-        for a in range(positions.shape[1]):
-            trial_positions[i, a] = positions[i, a] * scale
+        return nbr_idx, energy
+    scale_positions(positions, scale, trial_positions)
+    uses_neighbors = list_cutoff > 0.0
     trial_idx = nbr_idx
     trial_count = nbr_count
     if uses_neighbors:
@@ -93,10 +124,7 @@ def volume_move(pair_terms, system_terms, params, seed, step, positions, forces,
                                     trial_count, trial_reference)
     trial_energy = compute_forces(pair_terms, system_terms, trial_positions, trial_box, trial_idx, trial_count,
                                   half_list, trial_forces, trial_virial)
-    proposed = box_volume(trial_box)   # the volume of the box as stored (float32 rounds the edges)
-    log_acceptance = (-(trial_energy - energy + pressure * (proposed - volume)) / kT
-                      + positions.shape[0] * np.log(proposed / volume))
-    if not np.log(u_accept) < log_acceptance:   # a NaN trial energy is rejected too
+    if not accepted(params, u_accept, energy, trial_energy, box, trial_box, positions.shape[0]):
         return nbr_idx, energy
     counts[ACCEPTED] += 1
     positions[:] = trial_positions

@@ -181,16 +181,16 @@ def test_bad_barostat_parameters(field, arguments):
         md.MonteCarloBarostat(**arguments)
 
 
-def test_barostat_needs_a_thermostat_and_the_cpu_sampler():
+def test_barostat_needs_a_thermostat_and_no_jax_forces():
+    """Both the CPU and the CUDA sampler check the barostat alike; the host-stepped (JAX forces) sampler refuses it."""
     barostat = md.MonteCarloBarostat(1.0 * md.BAR)
-    with pytest.raises(ValueError, match="thermostatted integrator.*VelocityVerlet"):
-        md.Sampler(md.ForceField([]), md.VelocityVerlet(dt=0.01), barostat=barostat)
-    with pytest.raises(TypeError, match="MonteCarloBarostat"):
-        md.Sampler(md.ForceField([]), md.Langevin(dt=0.01, kT=1.0, friction=1.0), barostat=1.0 * md.BAR)
     langevin = md.Langevin(dt=0.01, kT=1.0, friction=1.0)
-    with pytest.raises(NotImplementedError, match="CPU sampler only"):
-        md.sampler(md.ForceField([]), langevin, device="cuda", barostat=barostat)
     from difftre import md_cuda
-    for gpu_sampler in (md_cuda.CudaSampler, md_cuda.HostSteppedSampler):
-        with pytest.raises(NotImplementedError, match="CPU sampler only"):
-            gpu_sampler(md.ForceField([]), langevin, barostat=barostat)
+    for device in ("cpu", "cuda"):
+        with pytest.raises(ValueError, match="thermostatted integrator.*VelocityVerlet"):
+            md.sampler(md.ForceField([]), md.VelocityVerlet(dt=0.01), device=device, barostat=barostat)
+        with pytest.raises(TypeError, match="MonteCarloBarostat"):
+            md.sampler(md.ForceField([]), langevin, device=device, barostat=1.0 * md.BAR)
+    assert md.sampler(md.ForceField([]), langevin, device="cuda", replicas=2, barostat=barostat).barostat is barostat
+    with pytest.raises(NotImplementedError, match="does not run host-stepped"):
+        md_cuda.HostSteppedSampler(md.ForceField([]), langevin, barostat=barostat)

@@ -154,10 +154,13 @@ if not RUN_ENGINE_TESTS:
 
         lj = md.ForceField([md.lennard_jones(1.0, 0.3, 0.6)])
         sw = md.ForceField([md.stillinger_weber(200.0, 0.14), md.harmonic(5.0, [0.3, 0.3, 0.3])])
-        for name, ff, integrator, dtype, mode in [
-                ("lj-langevin-f32-replicas", lj, md.Langevin(0.002, 1.0, 1.0), np.float32, "replicas"),
-                ("sw-nosehoover-f64-grid", sw, md.NoseHooverChain(0.002, 1.0, 0.1), np.float64, "grid")]:
-            sampler = CudaSampler(ff, integrator, skin=0.1, dtype=dtype, replicas=1, threads=64, mode=mode)
+        for name, ff, integrator, dtype, mode, barostat in [
+                ("lj-langevin-f32-replicas", lj, md.Langevin(0.002, 1.0, 1.0), np.float32, "replicas", None),
+                ("sw-nosehoover-f64-grid", sw, md.NoseHooverChain(0.002, 1.0, 0.1), np.float64, "grid", None),
+                ("lj-langevin-barostat-f32-replicas", lj, md.Langevin(0.002, 1.0, 1.0), np.float32, "replicas",
+                 md.MonteCarloBarostat(1.0))]:
+            sampler = CudaSampler(ff, integrator, skin=0.1, dtype=dtype, replicas=1, threads=64, mode=mode,
+                                  barostat=barostat)
             text = ptx.kernel_ptx(sampler, small_state(integrator, sampler.dtype))
             print(name, "compiled:", len(text.splitlines()), "PTX lines,", len(f64(text)), "float64 instructions")
         print("PTX-OK")
@@ -295,10 +298,10 @@ if RUN_ENGINE_TESTS:
     # ------------------------------------------------------------------ trajectories
 
     def cpu_and_gpu_runs(ff, integrator, positions, box, seeds, kT, n_equilibration, n_frames, stride, skin=0.05,
-                         masses=12.0, prepare=None):
+                         masses=12.0, prepare=None, barostat=None):
         """The GPU batch and one CPU run per replica from the same initial state (after prepare(state))."""
         R = len(positions)
-        gpu = CudaSampler(ff, integrator, skin=skin, replicas=R, threads=16)
+        gpu = CudaSampler(ff, integrator, skin=skin, replicas=R, threads=16, barostat=barostat)
         state = gpu.init_state(positions, box, masses, seed=seeds, kT=kT)
         if prepare is not None:
             prepare(state)
@@ -306,7 +309,7 @@ if RUN_ENGINE_TESTS:
         trajectory, state = gpu.run(state, n_equilibration, n_frames, stride, record_velocities=True)
         cpu = []
         for r in range(R):
-            sampler = md.Sampler(ff, integrator, skin=skin)
+            sampler = md.Sampler(ff, integrator, skin=skin, barostat=barostat)
             cpu.append(sampler.run(initial.replica(r, sampler), n_equilibration, n_frames, stride,
                                    record_velocities=True))
         return gpu, (trajectory, state), cpu
@@ -336,6 +339,10 @@ if RUN_ENGINE_TESTS:
             assert gpu_trajectory.n_neighbor_rebuilds[r] == traj.n_neighbor_rebuilds
             if state.thermostat.size:
                 np.testing.assert_allclose(gpu_state.thermostat[r], state.thermostat, rtol=1e-9, atol=1e-12)
+            if traj.barostat_moves is not None:
+                np.testing.assert_array_equal(gpu_trajectory.barostat_moves[r], traj.barostat_moves)
+                np.testing.assert_allclose(gpu_trajectory.box[r], traj.box, rtol=atol, atol=0)
+                np.testing.assert_allclose(gpu_state.box[r], state.box, rtol=atol, atol=0)
         assert gpu_state.step == cpu_runs[0][1].step
 
     @pytest.mark.parametrize("integrator", ["verlet", "langevin"])
@@ -432,15 +439,60 @@ if RUN_ENGINE_TESTS:
             np.testing.assert_array_equal(t.potential_energy[0], trajectory.potential_energy[r])
             np.testing.assert_array_equal(s.velocities[0], state.velocities[r])
 
-    def test_grid_mode_equals_replica_mode(rng):
+    # ------------------------------------------------------------------ Monte Carlo barostat
+
+    def test_barostat_replicas_equal_cpu_sampler(rng):
+        """Each replica's volume moves (same uniform4 draws), boxes, positions, energies, virials and move counts
+        are the CPU sampler's with its seed: 27 shifted-LJ atoms squeezed from a 2.2 nm box at a high pressure,
+        so that in 40 steps moves are accepted, rejected and refused (edges near 2 (cutoff + skin)), the cell
+        grid shrinks to all-pairs, and lists cut to today's longest row overflow in a rebuild and in a trial
+        (both relaunch)."""
+        positions = np.stack([lattice_positions(3, 2.2, 0.04, rng) for _ in range(2)])
+        ff = md.ForceField([md.lennard_jones(1.2, 0.3, 0.6, shift=True)])
+        barostat = md.MonteCarloBarostat(100.0, interval=2, max_volume_change=2.0)
+
+        def tighten(state):
+            state.nbr_idx = state.nbr_idx[:, :, :int(state.nbr_count.max())].copy()
+
+        gpu, (trajectory, state), cpu = cpu_and_gpu_runs(ff, md.Langevin(0.004, 2.5, 5.0), positions, np.full(3, 2.2),
+                                                         [3, 7], 2.5, 0, 10, 4, prepare=tighten, barostat=barostat)
+        assert_same_trajectory(trajectory, state, cpu, atol=1e-10)
+        attempted, accepted, refused = trajectory.barostat_moves.T
+        print("barostat moves (attempted, accepted, refused) per replica:", trajectory.barostat_moves.tolist())
+        assert np.all(attempted == 20) and np.all(accepted >= 5) and np.all(refused >= 1)
+        assert np.all(accepted + refused <= 15), "too few rejections"
+        assert trajectory.box.shape == (2, 10, 3) and not np.allclose(trajectory.box[0], trajectory.box[1])
+        assert trajectory.box.min() < 3 * 0.65 and gpu.relaunches >= 2
+
+    def test_barostat_ideal_gas_equals_cpu_sampler():
+        """No forces and no neighbour list: each replica's volume chain is the CPU sampler's with its seed."""
+        n, length = 10, 11.0 ** (1 / 3)
+        positions = np.random.default_rng(0).uniform(0.0, length, (2, n, 3))
+        barostat = md.MonteCarloBarostat(1.0, interval=1, max_volume_change=6.0)
+        _, (trajectory, state), cpu = cpu_and_gpu_runs(md.ForceField([]), md.Langevin(0.01, 1.0, 1.0), positions,
+                                                       np.full(3, length), [1, 2], 1.0, 0, 4, 5, masses=1.0,
+                                                       barostat=barostat)
+        assert_same_trajectory(trajectory, state, cpu, atol=1e-10)
+        assert np.all(trajectory.barostat_moves[:, 0] == 20) and np.all(trajectory.barostat_moves[:, 1] > 0)
+        assert not np.allclose(trajectory.box[0], trajectory.box[1])
+
+    @pytest.mark.parametrize("barostat", [None, 100.0])
+    def test_grid_mode_equals_replica_mode(barostat, rng):
         """The cooperative-grid layout gives the block layout's trajectory (one block under the simulator,
         4 blocks on a GPU, where sums over blocks may round differently)."""
         positions, box = configurations("lj", rng, replicas=1)
+        if barostat is not None:   # pressure (kJ mol^-1 nm^-3): a move every 2 steps
+            barostat = md.MonteCarloBarostat(barostat, interval=2, max_volume_change=1.0)
         runs = []
         for mode in ("replicas", "grid"):
-            sampler = CudaSampler(LJ(), md.NoseHooverChain(0.004, 2.5, 0.05), skin=0.05, mode=mode, threads=16)
+            sampler = CudaSampler(LJ(), md.NoseHooverChain(0.004, 2.5, 0.05), skin=0.05, mode=mode, threads=16,
+                                  barostat=barostat)
             s = sampler.init_state(positions, box, 12.0, seed=4, kT=2.5)
             runs.append(sampler.run(s, 2, 2, 4))
+        if barostat is not None:
+            np.testing.assert_array_equal(runs[0][0].barostat_moves, runs[1][0].barostat_moves)
+            assert runs[0][0].barostat_moves[0, 1] > 0
+            np.testing.assert_allclose(runs[0][0].box, runs[1][0].box, rtol=1e-12)
         np.testing.assert_allclose(runs[0][0].positions, runs[1][0].positions, rtol=0, atol=1e-12)
         np.testing.assert_allclose(runs[0][1].thermostat, runs[1][1].thermostat, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(runs[0][0].virial, runs[1][0].virial, rtol=1e-12, atol=1e-12)

@@ -28,11 +28,23 @@ silent: the replica stops where it is (after the first half of the step),
 reports the capacity it needs, the host regrows the arrays and relaunches, and
 the replica resumes with the rebuild of the same step.
 
+Monte Carlo barostat (an engine built with ``barostat``): after every step whose
+global counter is a multiple of the replica's interval, the group makes the CPU
+loop's volume move (`difftre.kernels.barostat.volume_move`): the same proposal,
+random numbers, refusal and acceptance test (the ported `propose`,
+`scale_positions`, `accepted`), with the trial (positions, full neighbour list,
+forces) in trial buffers spread over the group like the state, both energies
+summed by one group reduction, and the trial copied into the state when
+accepted. Each replica has its own box, cell grid (at most the launch's cells
+per edge, fewer when the box shrinks), interval and move counts. A trial list
+that overflows its capacity stops the replica likewise; it resumes with the
+same volume move.
+
 The physics comes from the CPU engine's functions via
 `difftre.kernels.cuda.port` (pair functions, spline tables, minimum image, the
 neighbour test, cell index, integrator halves, Philox, the Nose-Hoover chain,
 the many-body potentials' per-atom gathers `manybody.stillinger_weber_on_atom` and
-`uf3.uf3_on_atom`);
+`uf3.uf3_on_atom`, the barostat's proposal and acceptance test);
 what the GPU adds is the per-particle organisation.
 """
 import linecache
@@ -42,6 +54,7 @@ import numpy as np
 from numba import cuda
 
 from difftre.kernels import external, integrators, manybody, neighbors, random, space, uf3
+from difftre.kernels import barostat as volume_moves
 from difftre.kernels.cuda.port import SIMULATOR, cuda_numpy, device_function, rebuild
 
 STATUS_OK = 0
@@ -52,9 +65,12 @@ STATUS_OVERFLOW = 3         # internal: the host regrows and relaunches
 # status columns (int64): code, step, particle, needed neighbour capacity, needed cell capacity
 ST_CODE, ST_STEP, ST_PARTICLE, ST_NEED_NBR, ST_NEED_CELL = range(5)
 N_STATUS = 5
-# flags columns (int32): rebuild requested (two slots, by step parity), blow-up, non-finite, overflow
-FL_DISP, FL_NONFINITE, FL_OVERFLOW = 2, 3, 4
-N_FLAGS = 5
+# flags columns (int32): rebuild requested (two slots, by step parity), blow-up, non-finite, overflow,
+# volume move accepted
+FL_DISP, FL_NONFINITE, FL_OVERFLOW, FL_ACCEPTED = 2, 3, 4, 5
+N_FLAGS = 6
+# resume (int32) per replica: where a relaunch picks up a replica stopped by an overflow
+RESUME_NONE, RESUME_BUILD, RESUME_MOVE = 0, 1, 2   # nothing; the step's list rebuild; the step's volume move
 # scalars columns (dtype): largest displacement of a blow-up, Nose-Hoover velocity scale
 SC_DMAX, SC_SCALE = 0, 1
 N_SCALARS = 2
@@ -376,15 +392,89 @@ def second_half_nose_hoover(t, T, n, pos, vel, frc, invm, thermo, seed, step, ip
                 vel[i, d] *= scale
 
 
+# --- Monte Carlo barostat
+
+def trial_cells(box, list_cut, ncell, tncell):
+    """Cells per edge of the trial box (nm): at most the current ones (the launch allocated no more), and no
+    cell narrower than the list cut-off list_cut (nm)."""
+    for a in range(3):
+        tncell[a] = min(ncell[a], int(math.floor(np.float64(box[a]) / np.float64(list_cut))))
+
+
+def volume_move(r, t, T, n, step, seed, bparams, list_cut, list_cut2, pos, frc, box, inv_box, nbr, cnt, ref, prev,
+                ncell, tpos, tfrc, tnbr, tcnt, tref, cellc, cellm, pp, plen, pcut2, sp, slen, e, wacc, f2, w2, sh,
+                partials, moves, status, flags):
+    """Replica r's volume move at `step` (see difftre.kernels.barostat.volume_move) by its group; e and wacc:
+    this thread's energy (kJ/mol) and virial, replaced by the trial's when accepted. Returns (ok, e); ok False:
+    the trial list overflowed its capacity (recorded in status), the state and counts are untouched."""
+    tbox = cuda.local.array(DIM, DTYPE)
+    outcome, scale, u_accept = propose(bparams, seed, step, box, list_cut, tbox)
+    if outcome != PROPOSED:
+        if t == 0:
+            moves[ATTEMPTED] += 1
+            if outcome == TOO_SMALL:
+                moves[REFUSED] += 1
+        return True, e
+    tinv_box = cuda.local.array(DIM, DTYPE)
+    for a in range(DIM):
+        tinv_box[a] = 1.0 / tbox[a]
+    scale_positions(pos[t:n:T], scale, tpos[t:n:T])
+    group_sync()
+    tncell = cuda.local.array(3, np.int64)
+    if USES_NEIGHBORS:
+        trial_cells(tbox, list_cut, ncell, tncell)
+        if not build_list(r, t, T, n, tpos, tbox, tinv_box, tnbr, tcnt, tref, cellc, cellm, tncell, list_cut2,
+                          status, flags):
+            return False, e
+    twacc = cuda.local.array(DIM2, DTYPE)
+    te = own_forces(t, T, n, tpos, tbox, tinv_box, tnbr, tcnt, pp, plen, pcut2, sp, slen, tfrc, f2, w2, twacc)
+    sh[cuda.threadIdx.x, 0] = e
+    sh[cuda.threadIdx.x, 1] = te
+    group_reduce(sh, 2, partials)
+    if t == 0:
+        moves[ATTEMPTED] += 1
+        flags[r, FL_ACCEPTED] = 0
+        if accepted(bparams, u_accept, group_total(partials, 0), group_total(partials, 1), box, tbox, n):
+            flags[r, FL_ACCEPTED] = 1
+            moves[ACCEPTED] += 1
+    group_sync()
+    if flags[r, FL_ACCEPTED] == 0:
+        return True, e
+    for i in range(t, n, T):
+        for a in range(DIM):
+            pos[i, a] = tpos[i, a]
+            prev[i, a] = tpos[i, a]
+            frc[i, a] = tfrc[i, a]
+        if USES_NEIGHBORS:
+            for a in range(DIM):
+                ref[i, a] = tref[i, a]
+            cnt[i] = tcnt[i]
+            for jj in range(tcnt[i]):
+                nbr[i, jj] = tnbr[i, jj]
+    for a in range(DIM):
+        inv_box[a] = tinv_box[a]
+    for q in range(DIM2):
+        wacc[q] = twacc[q]
+    if t == 0:
+        for a in range(DIM):
+            box[a] = tbox[a]
+        if USES_NEIGHBORS:
+            for a in range(3):
+                ncell[a] = tncell[a]
+    group_sync()
+    return True, te
+
+
 # --- the kernel
 
 def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, step0, iparams, dt,
             pp, plen, pcut2, sp, slen,
             nbr_all, cnt_all, ref_all, prev_all, cellc_all, cellm_all, ncell_all,
-            list_cut2, half_skin_sq, max_step_sq,
+            list_cut, list_cut2, half_skin_sq, max_step_sq,
             n_equil, n_frames, stride, record_vel,
             fpos_all, fvel_all, fpot_all, fkin_all, fvir_all,
-            progress, resume, force_rebuild, status, flags, partials_all, scalars_all, rebuilds, start_out):
+            progress, resume, force_rebuild, status, flags, partials_all, scalars_all, rebuilds, start_out,
+            bparams_all, tpos_all, tfrc_all, tnbr_all, tcnt_all, tref_all, fbox_all, moves_all):
     r = group_index()
     t = group_rank()
     T = group_size()
@@ -393,8 +483,9 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
     n_chunks = (n + GROUP - 1) // GROUP   # per-particle state is owned by chunks, as the integrator moves it
     n_steps = n_equil + n_frames * stride
     k = progress[r]
-    mid = resume[r] != 0
-    finished = status[r, ST_CODE] != STATUS_OK or (k >= n_steps and not mid and force_rebuild[r] == 0 and k > 0)
+    phase = resume[r]
+    finished = status[r, ST_CODE] != STATUS_OK or (k >= n_steps and phase == RESUME_NONE and force_rebuild[r] == 0
+                                                   and k > 0)
     group_sync()   # every thread has read the control words before anyone writes them
     if finished:
         return
@@ -421,8 +512,9 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
     inv_box = cuda.local.array(DIM, DTYPE)
     for a in range(DIM):
         inv_box[a] = 1.0 / box[a]
+    interval = np.uint64(bparams_all[r, 3])   # steps between volume moves (barostat)
     e = 0.0
-    if not mid:
+    if phase == RESUME_NONE:
         if USES_NEIGHBORS and force_rebuild[r] != 0:
             if not build_list(r, t, T, n, pos, box, inv_box, nbr, cnt, ref, cellc, cellm, ncell, list_cut2,
                               status, flags):
@@ -440,73 +532,88 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
         if t == 0:
             for q in range(NRED):
                 start_out[r, q] = group_total(partials, q)
-    while k < n_steps:
-        step = step0 + np.uint64(k)
-        need = True
-        if mid:
-            mid = False   # resuming after an overflow: the first half of this step is done
+    elif phase == RESUME_MOVE:   # this thread's energy and virial of the state (the stopped launch held them)
+        e = own_forces(t, T, n, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, sp, slen, frc, f2, w2, wacc)
+    while k < n_steps or phase == RESUME_MOVE:
+        if phase == RESUME_MOVE:
+            phase = RESUME_NONE   # resuming after an overflow of the trial list: the step is done
         else:
-            first_half(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars)
-            for c in range(t, n_chunks, T):
-                for i in range(c * GROUP, min(c * GROUP + GROUP, n)):
-                    d2 = 0.0
-                    d2ref = 0.0
-                    for a in range(DIM):
-                        d = pos[i, a] - prev[i, a]
-                        d2 += d * d
-                        d = pos[i, a] - ref[i, a]
-                        d2ref += d * d
-                    if d2 > max_step_sq:
-                        cuda.atomic.max(scalars, SC_DMAX, d2)
-                        status[r, ST_CODE] = STATUS_DISPLACEMENT
-                        status[r, ST_STEP] = step
-                        flags[r, FL_DISP] = 1
-                    if d2ref > half_skin_sq:
-                        flags[r, k % 2] = 1
-            group_sync()
-            if flags[r, FL_DISP] != 0:
-                for c in range(t, n_chunks, T):   # report the particle that moved farthest (as the CPU does)
+            step = step0 + np.uint64(k)
+            need = True
+            if phase == RESUME_BUILD:
+                phase = RESUME_NONE   # resuming after an overflow: the first half of this step is done
+            else:
+                first_half(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars)
+                for c in range(t, n_chunks, T):
                     for i in range(c * GROUP, min(c * GROUP + GROUP, n)):
                         d2 = 0.0
+                        d2ref = 0.0
                         for a in range(DIM):
                             d = pos[i, a] - prev[i, a]
                             d2 += d * d
-                        if d2 == scalars[SC_DMAX]:
-                            cuda.atomic.min(status, (r, ST_PARTICLE), i)
+                            d = pos[i, a] - ref[i, a]
+                            d2ref += d * d
+                        if d2 > max_step_sq:
+                            cuda.atomic.max(scalars, SC_DMAX, d2)
+                            status[r, ST_CODE] = STATUS_DISPLACEMENT
+                            status[r, ST_STEP] = step
+                            flags[r, FL_DISP] = 1
+                        if d2ref > half_skin_sq:
+                            flags[r, k % 2] = 1
+                group_sync()
+                if flags[r, FL_DISP] != 0:
+                    for c in range(t, n_chunks, T):   # report the particle that moved farthest (as the CPU does)
+                        for i in range(c * GROUP, min(c * GROUP + GROUP, n)):
+                            d2 = 0.0
+                            for a in range(DIM):
+                                d = pos[i, a] - prev[i, a]
+                                d2 += d * d
+                            if d2 == scalars[SC_DMAX]:
+                                cuda.atomic.min(status, (r, ST_PARTICLE), i)
+                    return
+                for c in range(t, n_chunks, T):
+                    for i in range(c * GROUP, min(c * GROUP + GROUP, n)):
+                        for a in range(DIM):
+                            prev[i, a] = pos[i, a]
+                need = USES_NEIGHBORS and flags[r, k % 2] != 0
+                if t == 0:
+                    flags[r, (k + 1) % 2] = 0
+            if need:
+                if not build_list(r, t, T, n, pos, box, inv_box, nbr, cnt, ref, cellc, cellm, ncell, list_cut2,
+                                  status, flags):
+                    if t == 0:
+                        progress[r] = k
+                        resume[r] = RESUME_BUILD
+                    return
+                if t == 0:
+                    rebuilds[r] += 1
+            e = own_forces(t, T, n, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, sp, slen, frc, f2, w2, wacc)
+            if not math.isfinite(e):
+                status[r, ST_CODE] = STATUS_NONFINITE
+                status[r, ST_STEP] = step
+                flags[r, FL_NONFINITE] = 1
+            for i in range(t, n, T):
+                for a in range(DIM):
+                    if not (math.isfinite(pos[i, a]) and math.isfinite(frc[i, a])):
+                        cuda.atomic.min(status, (r, ST_PARTICLE), i)
+                        status[r, ST_CODE] = STATUS_NONFINITE
+                        status[r, ST_STEP] = step
+                        flags[r, FL_NONFINITE] = 1
+            group_sync()
+            if flags[r, FL_NONFINITE] != 0:
                 return
-            for c in range(t, n_chunks, T):
-                for i in range(c * GROUP, min(c * GROUP + GROUP, n)):
-                    for a in range(DIM):
-                        prev[i, a] = pos[i, a]
-            need = USES_NEIGHBORS and flags[r, k % 2] != 0
-            if t == 0:
-                flags[r, (k + 1) % 2] = 0
-        if need:
-            if not build_list(r, t, T, n, pos, box, inv_box, nbr, cnt, ref, cellc, cellm, ncell, list_cut2,
-                              status, flags):
+            second_half(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars)
+            k += 1
+        if BAROSTAT and (step0 + np.uint64(k)) % interval == 0:
+            ok, e = volume_move(r, t, T, n, step0 + np.uint64(k), seed, bparams_all[r], list_cut, list_cut2, pos, frc,
+                                box, inv_box, nbr, cnt, ref, prev, ncell, tpos_all[r], tfrc_all[r], tnbr_all[r],
+                                tcnt_all[r], tref_all[r], cellc, cellm, pp, plen, pcut2, sp, slen, e, wacc, f2, w2,
+                                sh, partials, moves_all[r], status, flags)
+            if not ok:
                 if t == 0:
                     progress[r] = k
-                    resume[r] = 1
+                    resume[r] = RESUME_MOVE
                 return
-            if t == 0:
-                rebuilds[r] += 1
-        e = own_forces(t, T, n, pos, box, inv_box, nbr, cnt, pp, plen, pcut2, sp, slen, frc, f2, w2, wacc)
-        if not math.isfinite(e):
-            status[r, ST_CODE] = STATUS_NONFINITE
-            status[r, ST_STEP] = step
-            flags[r, FL_NONFINITE] = 1
-        for i in range(t, n, T):
-            for a in range(DIM):
-                if not (math.isfinite(pos[i, a]) and math.isfinite(frc[i, a])):
-                    cuda.atomic.min(status, (r, ST_PARTICLE), i)
-                    status[r, ST_CODE] = STATUS_NONFINITE
-                    status[r, ST_STEP] = step
-                    flags[r, FL_NONFINITE] = 1
-        group_sync()
-        if flags[r, FL_NONFINITE] != 0:
-            return
-        second_half(t, T, n, pos, vel, frc, invm, thermo, seed, step, iparams, dt, sh, partials, scalars)
-        k += 1
         produced = k - n_equil
         if produced > 0 and produced % stride == 0:
             fr = produced // stride - 1
@@ -527,9 +634,12 @@ def md_loop(pos_all, vel_all, frc_all, invm_all, box_all, thermo_all, seeds, ste
                 for a in range(DIM):
                     for b in range(DIM):
                         fvir_all[r, fr, a, b] = group_total(partials, 2 + a * DIM + b)
+                if BAROSTAT:
+                    for a in range(DIM):
+                        fbox_all[r, fr, a] = box[a]
     if t == 0:
         progress[r] = k
-        resume[r] = 0
+        resume[r] = RESUME_NONE
 
 
 # --- the host-stepped mode: one integrator half per launch, one block per replica. The host
@@ -552,7 +662,7 @@ def half_step_launch(pos_all, vel_all, frc_all, invm_all, thermo_all, seeds, ste
 
 
 TEMPLATES = (group_reduce, group_total, pair_sum_on, own_forces, own_twice_kinetic, cell_of,
-             build_list, normal4_in_precision, nose_hoover_scale)
+             build_list, normal4_in_precision, nose_hoover_scale, trial_cells, volume_move)
 MODE_TEMPLATES = {
     "replicas": dict(group_index=group_index_replicas, group_rank=group_rank_replicas,
                      group_size=group_size_replicas, group_block=group_block_replicas,
@@ -613,10 +723,10 @@ class Engine:
     """The compiled kernel of one (precision, force field, integrator, layout) combination."""
 
     def __init__(self, dtype, pair_functions, system_terms, integrator, integrator_params, dim, threads, mode,
-                 uses_neighbors):
+                 uses_neighbors, barostat=False):
         """system_terms: (function, kind) pairs (see system_term_kind); integrator: its kind (a key of
         INTEGRATOR_TEMPLATES, the integrator's ``kind``); integrator_params: the names of its params in
-        order (the integrator's ``PARAMS``)."""
+        order (the integrator's ``PARAMS``); barostat: whether the loop makes Monte Carlo volume moves."""
         if threads < 1 or threads & (threads - 1):
             raise ValueError(f"threads per block must be a power of two, got {threads}")
         if mode not in MODE_TEMPLATES:
@@ -636,12 +746,15 @@ class Engine:
         ns = dict(cuda=cuda, math=math, np=np if SIMULATOR else cuda_numpy,
                   GROUP=max(1, 4 // dim), N_IPARAMS=max(1, len(integrator_params)), FIRST_PARTICLE=first_particle,
                   DTYPE=dtype, CAST=dtype, DIM=dim, DIM2=dim * dim, THREADS=threads, NRED=self.n_reduce, INF=dtype(np.inf),
-                  USES_NEIGHBORS=bool(uses_neighbors),
+                  USES_NEIGHBORS=bool(uses_neighbors), BAROSTAT=bool(barostat),
+                  PROPOSED=volume_moves.PROPOSED, TOO_SMALL=volume_moves.TOO_SMALL, ATTEMPTED=volume_moves.ATTEMPTED,
+                  ACCEPTED=volume_moves.ACCEPTED, REFUSED=volume_moves.REFUSED,
+                  RESUME_NONE=RESUME_NONE, RESUME_BUILD=RESUME_BUILD, RESUME_MOVE=RESUME_MOVE,
                   STATUS_OK=STATUS_OK, STATUS_NONFINITE=STATUS_NONFINITE, STATUS_DISPLACEMENT=STATUS_DISPLACEMENT,
                   STATUS_OVERFLOW=STATUS_OVERFLOW,
                   ST_STEP=ST_STEP, ST_CODE=ST_CODE, ST_PARTICLE=ST_PARTICLE, ST_NEED_NBR=ST_NEED_NBR,
                   ST_NEED_CELL=ST_NEED_CELL, FL_DISP=FL_DISP, FL_NONFINITE=FL_NONFINITE,
-                  FL_OVERFLOW=FL_OVERFLOW, SC_DMAX=SC_DMAX, SC_SCALE=SC_SCALE)
+                  FL_OVERFLOW=FL_OVERFLOW, FL_ACCEPTED=FL_ACCEPTED, SC_DMAX=SC_DMAX, SC_SCALE=SC_SCALE)
         port = lambda f, **kw: device_function(f, dtype, **kw)   # noqa: E731
         ns.update(displacement=port(space.displacement), try_add=port(neighbors._try_add),
                   cell_index=port(neighbors._cell_index), twice_kinetic_energy=port(integrators.twice_kinetic_energy),
@@ -649,7 +762,9 @@ class Engine:
                   verlet_first_half=port(integrators.verlet_first_half),
                   verlet_second_half=port(integrators.verlet_second_half),
                   baoab_second_half=port(integrators.baoab_second_half),
-                  nose_hoover_chain_scale=port(integrators.nose_hoover_chain_scale))
+                  nose_hoover_chain_scale=port(integrators.nose_hoover_chain_scale),
+                  propose=port(volume_moves.propose), scale_positions=port(volume_moves.scale_positions),
+                  accepted=port(volume_moves.accepted))
         for s, fn in enumerate(pair_functions):
             ns[f"pair_{s}"] = port(fn)
         kinds = [kind for _, kind in system_terms]
@@ -701,10 +816,10 @@ _engines = {}
 
 
 def get_engine(dtype, pair_functions, system_terms, integrator, integrator_params, dim, threads, mode,
-               uses_neighbors):
+               uses_neighbors, barostat=False):
     """The (cached) Engine for this combination; arguments as Engine's."""
     key = (np.dtype(dtype).type, tuple(pair_functions), tuple(system_terms), integrator, tuple(integrator_params),
-           dim, threads, mode, bool(uses_neighbors))
+           dim, threads, mode, bool(uses_neighbors), bool(barostat))
     if key not in _engines:
         _engines[key] = Engine(*key)
     return _engines[key]

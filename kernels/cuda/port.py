@@ -20,6 +20,8 @@ function from its own Python code object so that:
    ``numba.float32(4.0)`` would do, without touching the source. Functions of
    ``difftre.kernels.random`` are exempt: the Philox/Box-Muller draws stay
    float64 so that CPU and GPU draw bit-identical numbers; callers cast them.
+   So are those of ``difftre.kernels.barostat``: its proposal and acceptance
+   test are float64 on the CPU in either precision, and must decide alike.
 4. ``overrides`` replaces named globals for one use (e.g. the Langevin step's
    ``normal4`` by one that casts the float64 draws to the working precision).
 5. an intrinsic (LLVM IR written for the CPU target, e.g. the 4-wide vector
@@ -40,7 +42,7 @@ from numba.core.dispatcher import Dispatcher
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
 # modules whose arithmetic is defined in float64 on every target (see 3. above)
-FLOAT64_MODULES = ("difftre.kernels.random",)
+FLOAT64_MODULES = ("difftre.kernels.random", "difftre.kernels.barostat")
 
 
 def _rint(x):
