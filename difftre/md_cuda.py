@@ -70,6 +70,15 @@ class CudaMDState:
         return state
 
 
+def replica_trajectory(trajectory, r):
+    """Replica r of a batched sampler's trajectory (every field with a leading replica axis) in the CPU
+    sampler's layout."""
+    fields = ("positions", "velocities", "potential_energy", "kinetic_energy", "virial", "box",
+              "n_neighbor_rebuilds", "barostat_moves")
+    return md.Trajectory(*(None if getattr(trajectory, name) is None else np.asarray(getattr(trajectory, name))[r]
+                           for name in fields))
+
+
 def _jax_model(force_field):
     """(energy_fn, params) when the force field is one difftre.bridge.jax_force_term, else None."""
     if not any(term.keep_alive is not None for term in force_field.system_terms):

@@ -1,8 +1,12 @@
 """Reweighting: weights of stored states at new parameters, effective sample size.
 
 w_i = softmax_i(-beta [U_theta(S_i) - U_ref(S_i)]) (canonical ensemble: the
-kinetic energy cancels). ``jax.nn.softmax`` subtracts the maximum before
-exponentiating (log-sum-exp), so no overflow for large energy differences.
+kinetic energy cancels). The same weights hold in the isothermal-isobaric ensemble
+(states sampled with a barostat at pressure P, each with its own volume V_i): the
+states' probabilities there are exp(-beta [U(S_i) + P V_i]) / Z, and P V_i is the
+same for both potentials at the same state, so it cancels from the ratio; U_theta(S_i)
+is evaluated in state i's own box (``State.box``). ``jax.nn.softmax`` subtracts the
+maximum before exponentiating (log-sum-exp), so no overflow for large energy differences.
 """
 import jax
 import jax.numpy as jnp

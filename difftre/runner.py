@@ -16,6 +16,11 @@ when the first trajectory blows up). The runner owns everything else:
   ``resume`` continues from its checkpoint (an error where there is none) with the
   configuration saved in the run (only ``training.n_updates`` may change); a
   finished run is left as it is; the wall time adds up over resumes;
+- the runner's own sections, optional in every configuration: ``[executor]`` (who samples: this
+  process, or a Dask cluster; ``difftre.executor``) and ``[state_points.NAME]`` (several state
+  points in one training, ``difftre.state_points``: each a partial configuration merged onto the
+  rest, changing any section but [model] and [training]; its results under ``NAME/``);
+  ``sampling.replicas`` (every experiment's) samples R independent replicas per state point;
 - training (``difftre.trainer``), ``metrics.jsonl``, ``checkpoint.npz`` after every
   update (atomic, so an interrupt leaves the last complete update), ``summary.json``
   and the experiment's report (plots, exported parameters).
@@ -32,12 +37,15 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from difftre import config as configuration, experiments, md, resources, trainer as training
+from difftre import config as configuration, executor as executors, experiments, md, resources
+from difftre import state_points as points_training, trainer as training
 
 CONFIG_NAME = "config.json"          # the merged configuration of a run, beside its checkpoint
 CHECKPOINT_NAME = "checkpoint.npz"
 RESULT_FILES = ("metrics.jsonl", "summary.json", CHECKPOINT_NAME, CONFIG_NAME)
 PROTOCOL_FIELDS = ("system.seed", "training.n_updates", "sampling.device")
+RUNNER_SECTIONS = ("executor", "state_points")     # the runner's own sections (optional, see the docstring)
+SHARED_SECTIONS = ("model", "training")            # what state points share (one potential, one optimiser)
 
 
 class RunFolderError(ValueError):
@@ -122,19 +130,71 @@ def resolve(experiment, config_file=None, overrides=None, preset=None):
             raise configuration.ConfigError(f"experiment {experiment} has no preset {preset!r} "
                                             f"(presets: {', '.join(sorted(presets)) or 'none'})")
         config = configuration.merge(config, configuration.read_toml(presets[preset]), str(presets[preset]))
+    own = {section: partial.pop(section) for section in RUNNER_SECTIONS if section in partial}
     config = configuration.merge(config, partial, str(config_file))
     for key, value in (overrides or {}).items():
-        config = configuration.merge(config, _nested(key, value), f"override {key}")
-    return experiment, checked(config, module, str(config_file or module.DEFAULT_CONFIG))
+        section, field = key.split(".")
+        if section in RUNNER_SECTIONS:
+            own.setdefault(section, {})[field] = value
+        else:
+            config = configuration.merge(config, _nested(key, value), f"override {key}")
+    return experiment, checked({**config, **own}, module, str(config_file or module.DEFAULT_CONFIG))
 
 
 def checked(config, module, source):
-    """``config`` validated against the experiment's schema, then its cross-field and resource checks."""
+    """``config`` validated: the experiment's sections against its schema, then its cross-field and
+    resource checks; the runner's sections (defaults where missing) and every state point's
+    configuration the same way."""
+    own = {section: config[section] for section in RUNNER_SECTIONS if section in config}
+    config = _checked_experiment({k: v for k, v in config.items() if k not in RUNNER_SECTIONS}, module, source)
+    points = own.get("state_points", {})
+    if not isinstance(points, dict) or not all(isinstance(p, dict) for p in points.values()):
+        raise configuration.ConfigError(f"{source}: [state_points] must hold tables [state_points.NAME]")
+    for name, partial in points.items():
+        shared = sorted(set(partial) & set(SHARED_SECTIONS + RUNNER_SECTIONS))
+        if shared:
+            raise configuration.ConfigError(f"{source}: state point {name!r} may not change [{shared[0]}] (the "
+                                            f"points share {', '.join(SHARED_SECTIONS)} and the runner's sections)")
+        _checked_experiment(configuration.merge(config, partial, f"{source} [state_points.{name}]"), module,
+                            f"{source} [state_points.{name}]")
+    return {**config, "executor": executors.checked_section(own.get("executor", {}), source),
+            "state_points": points}
+
+
+def _checked_experiment(config, module, source):
     config = configuration.validate(config, module.SCHEMA, source)
     check_resources = getattr(module, "check_resources", None)
     if check_resources is not None:
         resources.check(config, check_resources(config, source), source)
     return config
+
+
+def point_configs(config):
+    """{state point name: its experiment configuration}; one point named "" without [state_points]."""
+    base = {k: v for k, v in config.items() if k not in RUNNER_SECTIONS}
+    if not config["state_points"]:
+        return {"": base}
+    return {name: configuration.merge(base, partial, f"[state_points.{name}]")
+            for name, partial in config["state_points"].items()}
+
+
+def _build(module, config):
+    """(trainer, params, {point: Experiment}) of a checked configuration: one Trainer, or a
+    StatePointsTrainer over the state points; each point's replicas as configured."""
+    built = {}
+    for name, point_config in point_configs(config).items():
+        built[name] = module.build(point_config)
+        sampling = built[name].trainer.sampling
+        built[name].trainer.sampling = dataclasses.replace(sampling, replicas=point_config["sampling"]["replicas"])
+    executor = executors.executor_from_config(config["executor"])
+    first = next(iter(built.values()))
+    if not config["state_points"]:
+        first.trainer.executor = executor
+        return first.trainer, first.params, built
+    trainer = points_training.StatePointsTrainer(
+        [points_training.StatePoint(name, b.trainer, b.positions, point_configs(config)[name]["system"]["seed"])
+         for name, b in built.items()], executor)
+    return trainer, first.params, built
 
 
 def _nested(dotted, value):
@@ -176,27 +236,31 @@ def run(experiment, out_dir, config_file=None, overrides=None, resume=False, ove
         if saved["experiment"] != experiment:
             raise RunFolderError(f"{out_dir} holds a {saved['experiment']} run, not {experiment}")
         module = experiment_module(saved["experiment"])
-        config = checked(configuration.merge(saved["config"], _nested(
-            "training.n_updates", (overrides or {}).get("training.n_updates", saved["config"]["training"]["n_updates"])
+        saved_config = _saved_config(saved["config"])
+        config = checked(configuration.merge(saved_config, _nested(
+            "training.n_updates", (overrides or {}).get("training.n_updates", saved_config["training"]["n_updates"])
         ), "override training.n_updates"), module, str(out_dir / CONFIG_NAME))
         name = saved["experiment"]
     else:
         name, config = resolve(experiment, config_file, overrides, preset)
         module = experiment_module(name)
     n_updates = config["training"]["n_updates"]
-    built = module.build(config)
+    trainer, params, built = _build(module, config)
     checkpoint_path = out_dir / CHECKPOINT_NAME
-    trainer = built.trainer
-    if resume:
-        state = trainer.load(checkpoint_path, built.params)
-        if state.update >= n_updates and (out_dir / "summary.json").exists():
-            return json.loads((out_dir / "summary.json").read_text())
-    _write_json(out_dir / CONFIG_NAME, {"experiment": name, "config": config})
-    if not resume:
-        start = time.perf_counter()
-        state = _first_trajectory(trainer, built, config, module)
-        state.wall_time_s = time.perf_counter() - start
-    state = training.train(trainer, state, n_updates, out_dir, checkpoint_name=CHECKPOINT_NAME, progress=progress)
+    try:
+        if resume:
+            state = trainer.load(checkpoint_path, params)
+            if state.update >= n_updates and (out_dir / "summary.json").exists():
+                return json.loads((out_dir / "summary.json").read_text())
+        _write_json(out_dir / CONFIG_NAME, {"experiment": name, "config": config})
+        if not resume:
+            start = time.perf_counter()
+            state = _first_trajectory(trainer, params, built, config, module)
+            state.wall_time_s = time.perf_counter() - start
+        state = training.train(trainer, state, n_updates, out_dir, checkpoint_name=CHECKPOINT_NAME,
+                               progress=progress)
+    finally:
+        trainer.executor.close()
     metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     summary = {"experiment": name, "n_updates": len(metrics),
                "initial_loss": metrics[0]["loss"] if metrics else None,
@@ -204,8 +268,17 @@ def run(experiment, out_dir, config_file=None, overrides=None, resume=False, ove
                "n_resampled": sum(m["resampled"] for m in metrics),
                "n_reused": sum(not m["resampled"] for m in metrics),
                **_mean_update_times(metrics)}
-    if built.report is not None:
-        summary.update(built.report(trainer, state, metrics, out_dir))
+    for point, experiment_built in built.items():
+        if experiment_built.report is None:
+            continue
+        if not point:
+            summary.update(experiment_built.report(trainer, state, metrics, out_dir))
+            continue
+        point_dir = out_dir / point
+        point_dir.mkdir(exist_ok=True)
+        report = experiment_built.report(trainer.points[point].trainer, state.points[point],
+                                         points_training.point_metrics(metrics, point), point_dir)
+        summary.update({f"{point}/{key}": value for key, value in report.items()})
     summary["training_wall_time_s"] = state.wall_time_s
     if write_trajectory:
         from difftre.io import write_trajectory as write
@@ -227,16 +300,32 @@ def evaluate(out_dir, time_ps, progress=True):
         raise configuration.ConfigError(f"evaluation time must be finite and positive, got {time_ps} ps")
     saved = json.loads((out_dir / CONFIG_NAME).read_text())
     module = experiment_module(saved["experiment"])
-    built = module.build(checked(saved["config"], module, str(out_dir / CONFIG_NAME)))
-    trainer = built.trainer
-    state = trainer.load(out_dir / CHECKPOINT_NAME, built.params)
+    config = checked(_saved_config(saved["config"]), module, str(out_dir / CONFIG_NAME))
+    trainer, params, built = _build(module, config)
+    try:
+        state = trainer.load(out_dir / CHECKPOINT_NAME, params)
+        evaluation = {"experiment": saved["experiment"], "updates_trained": state.update, "time_ps": time_ps}
+        if not config["state_points"]:
+            evaluation.update(_evaluate_point(trainer, state, built[""], time_ps))
+        else:
+            evaluation["state_points"] = {name: _evaluate_point(trainer.points[name].trainer, state.points[name],
+                                                                built[name], time_ps) for name in built}
+    finally:
+        trainer.executor.close()
+    _write_json(out_dir / "evaluation.json", evaluation)
+    return evaluation
+
+
+def _evaluate_point(trainer, state, built, time_ps):
+    """One state point's evaluation: a new trajectory of time_ps (ps; all replicas together) at state.params,
+    its targets' predictions with standard errors, and the experiment's held-out observables."""
     sampling = trainer.sampling
-    n_frames = max(2, int(round(time_ps / (sampling.integrator.dt * sampling.stride))))
+    n_frames = max(2, int(round(time_ps / (sampling.integrator.dt * sampling.stride * sampling.replicas))))
     trainer.sampling = dataclasses.replace(sampling, n_frames=n_frames)
     start = time.perf_counter()
     trainer._sample(state, state.params)
-    evaluation = {"experiment": saved["experiment"], "updates_trained": state.update, "time_ps": time_ps,
-                  "n_states": n_frames, "sampling_time_s": time.perf_counter() - start, "targets": {}}
+    evaluation = {"n_states": n_frames * sampling.replicas, "sampling_time_s": time.perf_counter() - start,
+                  "targets": {}}
     predictions = trainer.predictions_with_errors(state)
     for target in trainer.targets:
         value, error = predictions[target.name]
@@ -245,14 +334,23 @@ def evaluate(out_dir, time_ps, progress=True):
             "mse": float(np.mean((np.asarray(value) - np.asarray(target.target)) ** 2))}
     if built.held_out is not None:
         evaluation["held_out"] = built.held_out(trainer, state)
-    _write_json(out_dir / "evaluation.json", evaluation)
     return evaluation
 
 
-def _first_trajectory(trainer, built, config, module):
+def _saved_config(config):
+    """A run folder's saved configuration, completed for runs saved before a field existed whose absence
+    meant one value: sampling.replicas (1) and the runner's sections (their defaults)."""
+    config = {section: dict(fields) for section, fields in config.items()}
+    config["sampling"].setdefault("replicas", 1)
+    return config
+
+
+def _first_trajectory(trainer, params, built, config, module):
     """``trainer.init`` at the initial parameters; a blow-up there names the configuration's likely causes."""
     try:
-        return trainer.init(built.params, built.positions, seed=config["system"]["seed"])
+        if config["state_points"]:
+            return trainer.init(params)
+        return trainer.init(params, built[""].positions, seed=config["system"]["seed"])
     except md.SimulationError as error:
         suspects = getattr(module, "BLOW_UP_SUSPECTS", {})
         values = ", ".join(f"{field} = {_field(config, field)!r} ({what})" for field, what in suspects.items())

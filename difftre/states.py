@@ -25,27 +25,35 @@ def _rounded(count):
 
 
 def _checked_frames(frames, box, cutoff):
+    """frames (n_frames, N, 3) and one box per frame (n_frames, 3), float64; ``box`` is one (3,) box for
+    all frames or one per frame."""
     frames = np.ascontiguousarray(frames, np.float64)
-    box = np.ascontiguousarray(box, np.float64)
     if frames.ndim != 3 or frames.shape[2] != 3:
         raise ValueError(f"neighbour lists need frames of 3-D positions (n_frames, N, 3), got {frames.shape}")
-    neighbor_kernels.check_box_for_cutoff(box, cutoff)
-    return frames, box
+    box = np.asarray(box, np.float64)
+    if box.shape not in ((3,), (frames.shape[0], 3)):
+        raise ValueError(f"box must have shape (3,) or one box per frame ({frames.shape[0]}, 3), got {box.shape}")
+    boxes = np.ascontiguousarray(np.broadcast_to(box, (frames.shape[0], 3)))
+    if len(boxes):
+        neighbor_kernels.check_box_for_cutoff(boxes[np.argmin(boxes.min(axis=1))], cutoff)
+    return frames, boxes
 
 
 def neighbor_capacity(frames, box, cutoff):
     """The largest number of neighbours closer than ``cutoff`` (nm) of any particle in any frame of
-    ``frames`` (n_frames, N, 3) nm, rounded up to a multiple of CAPACITY_STEP."""
-    frames, box = _checked_frames(frames, box, cutoff)
+    ``frames`` (n_frames, N, 3) nm (box (3,) nm, or one per frame), rounded up to a multiple of
+    CAPACITY_STEP."""
+    frames, boxes = _checked_frames(frames, box, cutoff)
     counts = np.zeros(frames.shape[1], np.int32)
     empty = np.zeros((frames.shape[1], 0), np.int32)
-    return _rounded(max(neighbor_kernels.fill_neighbor_list(frame, box, cutoff, False, empty, counts)
-                        for frame in frames))
+    return _rounded(max(neighbor_kernels.fill_neighbor_list(frame, frame_box, cutoff, False, empty, counts)
+                        for frame, frame_box in zip(frames, boxes)))
 
 
 def neighbor_lists(frames, box, cutoff, capacity=None):
     """Dense full neighbour lists (n_frames, N, capacity) int32, padded with N, of every pair
-    closer than ``cutoff`` (nm) in each frame of ``frames`` (n_frames, N, 3) nm.
+    closer than ``cutoff`` (nm) in each frame of ``frames`` (n_frames, N, 3) nm (box (3,) nm, or one
+    per frame (n_frames, 3)).
 
     capacity: None for ``neighbor_capacity`` of these frames; a given one (to keep one shape over
     several calls) must hold every frame's neighbours, or a ValueError says how many are needed.
@@ -54,20 +62,20 @@ def neighbor_lists(frames, box, cutoff, capacity=None):
     if capacity is not None and capacity < needed:
         raise ValueError(f"neighbour capacity {capacity} is below the {needed} these frames need at {cutoff} nm")
     capacity = needed if capacity is None else int(capacity)
-    frames, box = _checked_frames(frames, box, cutoff)
+    frames, boxes = _checked_frames(frames, box, cutoff)
     n_frames, n, _ = frames.shape
     counts = np.zeros(n, np.int32)
     lists = np.empty((n_frames, n, capacity), np.int32)
     slots = np.arange(capacity)[None, :]
-    for frame, out in zip(frames, lists):
-        neighbor_kernels.fill_neighbor_list(frame, box, cutoff, False, out, counts)
+    for frame, frame_box, out in zip(frames, boxes, lists):
+        neighbor_kernels.fill_neighbor_list(frame, frame_box, cutoff, False, out, counts)
         out[slots >= counts[:, None]] = n
     return lists
 
 
 def stored_states(positions, box, cutoff=0.0, velocities=None, capacity=None):
     """A ``State`` stack of a trajectory: positions (n_frames, N, dim) nm, one box (dim,) nm for
-    all (broadcast to (n_frames, dim)), neighbour lists for ``cutoff`` (nm; none when 0; capacity
+    all (broadcast to (n_frames, dim)) or one per state (n_frames, dim) (NPT), neighbour lists for ``cutoff`` (nm; none when 0; capacity
     as ``neighbor_lists``) and the recorded velocities (n_frames, N, dim) or None. Arrays keep the
     positions' dtype."""
     positions = np.asarray(positions)

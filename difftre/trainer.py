@@ -23,7 +23,6 @@ non-finite is retried the same way (FloatingPointError once the retries are spen
 non-finite loss, prediction, N_eff or gradient stops the run at once (FloatingPointError), so
 no non-finite number reaches the metrics or the checkpoint.
 """
-import copy
 import dataclasses
 import json
 import os
@@ -37,6 +36,7 @@ import optax
 from tqdm.auto import tqdm
 
 from difftre import checkpoint, md
+from difftre.executor import InProcessExecutor, SamplingJob, replica_states
 from difftre.observables.averages import weighted_average
 from difftre.reweighting import effective_sample_size, map_states, reweighting_weights
 from difftre.states import neighbor_capacity, stored_states
@@ -84,11 +84,16 @@ class Target:
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """Reference trajectories: n_equilibration steps, then n_frames states every stride steps.
+    """Reference trajectories: n_equilibration steps, then n_frames states every stride steps, in each of
+    ``replicas`` independent copies (own seeds and random streams; their states are pooled, replica by
+    replica, so a reference trajectory holds replicas * n_frames states).
 
-    device "cpu": the Numba sampler (difftre.md); "cuda": the CUDA sampler (difftre.md_cuda, one
-    replica; JAX forces run host-stepped), continuing the same state and random stream, so a
-    trajectory equals the CPU one up to rounding.
+    device "cpu": the Numba sampler (difftre.md), the replicas run as jobs of the trainer's executor
+    (``difftre.executor``: in this process, or on a Dask cluster); "cuda": the CUDA sampler
+    (difftre.md_cuda; the replicas batched in one launch; JAX forces run host-stepped), continuing the
+    same states and random streams, so a trajectory equals the CPU one up to rounding.
+    barostat: a ``md.MonteCarloBarostat`` samples the isothermal-isobaric ensemble; every stored state then
+    carries its own box.
     """
     integrator: object
     n_equilibration: int
@@ -98,17 +103,26 @@ class SamplingConfig:
     dtype: type = np.float64
     device: str = "cpu"
     record_velocities: bool = False
+    replicas: int = 1
+    barostat: object = None
 
     def __post_init__(self):
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"sampling device must be 'cpu' or 'cuda', got {self.device!r}")
+        if isinstance(self.replicas, bool) or int(self.replicas) != self.replicas or self.replicas < 1:
+            raise ValueError(f"sampling replicas must be a positive integer, got {self.replicas!r}")
+
+    @property
+    def n_states(self):
+        """Stored states per reference trajectory (all replicas)."""
+        return self.n_frames * self.replicas
 
 
 @dataclasses.dataclass
 class TrainingState:
     params: object
     opt_state: object
-    sampler_state: md.MDState
+    sampler_states: list             # md.MDState of each replica, continued by the next trajectory
     sampling_params: object          # theta-hat of the reference trajectory
     states: object                   # reference trajectory: models.state.State stack (n_frames, ...)
     reference_energies: np.ndarray   # U_theta-hat of each stored state (JAX code path)
@@ -116,6 +130,16 @@ class TrainingState:
     step_scale: float = 1.0          # halved after each blow-up
     wall_time_s: float = 0.0         # training time so far, over all resumed runs
     notes: dict = dataclasses.field(default_factory=dict)   # JSON-able bookkeeping of a trainer's update rule
+
+    @property
+    def sampler_state(self):
+        """The first replica's sampler state (the only one without replicas)."""
+        return self.sampler_states[0]
+
+
+_MD_ARRAYS = ("positions", "velocities", "masses", "box", "thermostat", "nbr_idx", "nbr_count",
+              "reference_positions")    # md.MDState's arrays and (below) plain values, as checkpointed
+_MD_META = ("seed", "step", "dof")
 
 
 class BlowUpError(RuntimeError):
@@ -132,7 +156,9 @@ class Trainer:
     spline tables, or JAX forces through ``difftre.bridge``), reweights with ``potential.energy``."""
 
     def __init__(self, potential, targets, optimizer, sampling, box, masses, kT, chunk_size=None,
-                 resample_threshold=0.9, max_blow_up_retries=4):
+                 resample_threshold=0.9, max_blow_up_retries=4, executor=None):
+        """box: (dim,) nm, the box of the first state (and of every state without a barostat); executor: runs
+        the CPU sampling jobs (``difftre.executor``; None: in this process)."""
         if not 0 < resample_threshold <= 1:
             raise ValueError(f"resample_threshold must be in (0, 1], got {resample_threshold}")
         if potential.force_field is None:
@@ -148,6 +174,7 @@ class Trainer:
         self.resample_threshold = resample_threshold
         self.max_blow_up_retries = max_blow_up_retries
         self.chunk_size = chunk_size
+        self.executor = InProcessExecutor() if executor is None else executor
         energy = potential.energy if potential.features is None else potential.energy_from_features
 
         def energies(params, model_inputs):
@@ -182,13 +209,18 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def init(self, params, positions, seed):
-        """Training state with an initial reference trajectory sampled at `params`."""
-        sampler = self._sampler(params)
-        sampler_state = sampler.init_state(positions, self.box, self.masses, seed=seed)
-        state = TrainingState(params, self.optimizer.init(params), sampler_state, params, None, None)
+        """Training state with an initial reference trajectory sampled at `params`; replica r starts from
+        `positions` with Maxwell-Boltzmann velocities and random stream seed + r."""
+        state = self.initial_state(params, positions, seed)
         self._sample(state, params)
         self.warm_up(state)
         return state
+
+    def initial_state(self, params, positions, seed):
+        """The training state before its first trajectory (no stored states yet)."""
+        sampler_states = replica_states(self._sampler(params), positions, self.box, self.masses, seed,
+                                        self.sampling.replicas)
+        return TrainingState(params, self.optimizer.init(params), sampler_states, params, None, None)
 
     def warm_up(self, state):
         """Compile the JAX functions now, so per-update wall times do not include compilation."""
@@ -200,20 +232,22 @@ class Trainer:
 
     def _precompute(self, states):
         """Everything per trajectory that does not depend on the parameters: the model's inputs (its
-        features, or the states themselves) and each target's per-state features."""
-        positions, box = np.asarray(states.positions), self.box
+        features, or the states themselves) and each target's per-state features. The compiled
+        ``trajectory_features`` take one box: states with different boxes (NPT) use ``features``."""
+        positions, boxes = np.asarray(states.positions), np.asarray(states.box)
+        one_box = bool(np.all(boxes == boxes[0]))
         velocities = None if states.velocities is None else np.asarray(states.velocities)
 
         def per_trajectory(owner, key, cutoff):
-            if owner.trajectory_features is not None:
+            if owner.trajectory_features is not None and one_box:
                 return jax.tree.map(lambda x: jnp.asarray(x, positions.dtype),
-                                    owner.trajectory_features(positions, box, velocities))
+                                    owner.trajectory_features(positions, boxes[0], velocities))
             return per_state(key, cutoff)
 
         def per_state(key, cutoff):
             chunk = len(positions) if self.chunk_size is None else self.chunk_size
-            capacity = self._kept_capacity(key, positions, cutoff)
-            parts = [self._per_state[key](stored_states(positions[a:a + chunk], box, cutoff,
+            capacity = self._kept_capacity(key, positions, cutoff, boxes)
+            parts = [self._per_state[key](stored_states(positions[a:a + chunk], boxes[a:a + chunk], cutoff,
                                                         None if velocities is None else velocities[a:a + chunk],
                                                         capacity))
                      for a in range(0, len(positions), chunk)]
@@ -229,38 +263,58 @@ class Trainer:
         s = self.sampling
         return md.Sampler(self.potential.force_field(params), s.integrator, skin=s.skin, dtype=s.dtype)
 
+    def sampling_jobs(self, state, params):
+        """The CPU sampling jobs of a new reference trajectory at params: one per replica, each continuing
+        its replica's sampler state (``difftre.executor.SamplingJob``)."""
+        s = self.sampling
+        force_field = self.potential.force_field(params)
+        return [SamplingJob(force_field, s.integrator, s.skin, s.dtype, sampler_state, s.n_equilibration,
+                            s.n_frames, s.stride, s.record_velocities, barostat=s.barostat)
+                for sampler_state in state.sampler_states]
+
+    def accept_samples(self, state, params, results):
+        """Make the jobs' results [(md.Trajectory, md.MDState) per replica] the reference trajectory of
+        params: the replicas' states pooled in replica order."""
+        trajectories, sampler_states = zip(*results)
+        velocities = (np.concatenate([t.velocities for t in trajectories]) if self.sampling.record_velocities
+                      else None)
+        boxes = None if self.sampling.barostat is None else np.concatenate([t.box for t in trajectories])
+        state.sampler_states = list(sampler_states)
+        self._store(state, params, np.concatenate([t.positions for t in trajectories]), velocities, boxes=boxes)
+
     def _sample(self, state, params):
         """New reference trajectory at params (raises md.SimulationError, leaving `state` untouched)."""
         s = self.sampling
         if s.device == "cuda":
+            from difftre import md_cuda
             gpu = md.sampler(self.potential.force_field(params), s.integrator, device="cuda", skin=s.skin,
-                             dtype=s.dtype)
-            trajectory, gpu_state = gpu.run(gpu.continue_from([state.sampler_state]), s.n_equilibration,
+                             dtype=s.dtype, replicas=s.replicas, barostat=s.barostat)
+            trajectory, gpu_state = gpu.run(gpu.continue_from(state.sampler_states), s.n_equilibration,
                                             s.n_frames, s.stride, record_velocities=s.record_velocities)
-            positions, sampler_state = trajectory.positions[0], gpu_state.replica(0, self._sampler(params))
-            velocities = trajectory.velocities[0] if s.record_velocities else None
+            cpu = self._sampler(params)
+            results = [(md_cuda.replica_trajectory(trajectory, r), gpu_state.replica(r, cpu))
+                       for r in range(s.replicas)]
         else:
-            trajectory, sampler_state = self._sampler(params).run(copy.deepcopy(state.sampler_state),
-                                                                  s.n_equilibration, s.n_frames, s.stride,
-                                                                  record_velocities=s.record_velocities)
-            positions, velocities = trajectory.positions, trajectory.velocities
-        state.sampler_state = sampler_state
-        self._store(state, params, positions, velocities)
+            results = self.executor.map(self.sampling_jobs(state, params))
+        self.accept_samples(state, params, results)
 
-    def _kept_capacity(self, key, positions, cutoff):
+    def _kept_capacity(self, key, positions, cutoff, boxes):
         """The neighbour capacity for `key`'s lists at `cutoff` (None without lists): the largest count of
         these frames, or the one used before while it suffices, so that array shapes, and with them the
         jitted functions' traces, stay the same from trajectory to trajectory."""
         if not cutoff > 0:
             return None
-        capacity = max(self._capacities.get(key, 0), neighbor_capacity(positions, self.box, cutoff))
+        capacity = max(self._capacities.get(key, 0), neighbor_capacity(positions, boxes, cutoff))
         self._capacities[key] = capacity
         return capacity
 
-    def _store(self, state, params, positions, velocities, reference_energies=None):
-        """Make `positions` (and velocities) the reference trajectory of `params`."""
-        capacity = self._kept_capacity("stored states", np.asarray(positions), self.potential.cutoff)
-        state.states = stored_states(positions, self.box, self.potential.cutoff, velocities, capacity)
+    def _store(self, state, params, positions, velocities, reference_energies=None, boxes=None):
+        """Make `positions` (and velocities) the reference trajectory of `params`; boxes (n_states, dim) nm
+        for states with their own box (NPT), else the trainer's box."""
+        positions = np.asarray(positions)
+        boxes = self.box if boxes is None else np.asarray(boxes, positions.dtype)
+        capacity = self._kept_capacity("stored states", positions, self.potential.cutoff, boxes)
+        state.states = stored_states(positions, boxes, self.potential.cutoff, velocities, capacity)
         self._precompute(state.states)
         state.sampling_params = params
         state.reference_energies = (self._energies(params, self._model_inputs) if reference_energies is None
@@ -272,7 +326,7 @@ class Trainer:
         """One DiffTRe update in place; returns the metrics dict of this update."""
         start = time.perf_counter()
         n_eff = float(self._n_eff(state.params, self._model_inputs, state.reference_energies))
-        resampled = state.update > 0 and n_eff < self.resample_threshold * self.sampling.n_frames
+        resampled = state.update > 0 and n_eff < self.resample_threshold * self.sampling.n_states
         sampling_time = 0.0
         if resampled:
             self._resample_or_roll_back(state)
@@ -321,19 +375,8 @@ class Trainer:
         return False
 
     def _resample_or_roll_back(self, state):
-        for attempt in range(self.max_blow_up_retries + 1):
-            try:
-                self._sample(state, state.params)
-                return
-            except md.SimulationError as error:
-                message = f"update {state.update}: sampling with the new parameters failed ({error})"
-                if attempt == self.max_blow_up_retries:
-                    raise BlowUpError(message + "; giving up, the last checkpoint is usable") from error
-                # roll back half of the last step: theta <- theta_hat + (theta - theta_hat) / 2
-                state.params = jax.tree.map(lambda new, old: old + 0.5 * (new - old),
-                                            state.params, state.sampling_params)
-                state.step_scale *= 0.5
-                tqdm.write(message + f"; retrying with half the step (scale {state.step_scale:g})")
+        sample_or_roll_back(state, lambda params: self._sample(state, params), state.sampling_params,
+                            self.max_blow_up_retries)
 
     def predictions_with_errors(self, state):
         """{target: (prediction, standard error)} at state.params over the stored states, NumPy float64.
@@ -362,39 +405,75 @@ class Trainer:
         states = state.states
         n = states.positions.shape[0]
         velocities = np.empty((0,)) if states.velocities is None else np.asarray(states.velocities)
+        box = self.box if self.sampling.barostat is None else np.asarray(states.box)
         return md.Trajectory(np.asarray(states.positions), velocities, np.asarray(state.reference_energies),
-                             np.zeros(n), np.zeros((n,) + 2 * states.positions.shape[-1:]), self.box)
+                             np.zeros(n), np.zeros((n,) + 2 * states.positions.shape[-1:]), box)
 
     # ------------------------------------------------------------------ persistence
 
     def save(self, state, path):
-        s = state.sampler_state
-        checkpoint.save(
-            path,
-            trees={"params": state.params, "opt_state": state.opt_state, "sampling_params": state.sampling_params},
-            arrays={"positions": state.states.positions, "reference_energies": state.reference_energies,
-                    **({} if state.states.velocities is None else {"velocities": state.states.velocities}),
-                    "md/positions": s.positions, "md/velocities": s.velocities, "md/masses": s.masses,
-                    "md/box": s.box, "md/thermostat": s.thermostat, "md/nbr_idx": s.nbr_idx,
-                    "md/nbr_count": s.nbr_count, "md/reference_positions": s.reference_positions},
-            meta={"update": state.update, "step_scale": state.step_scale, "md_seed": s.seed, "md_step": s.step,
-                  "md_dof": s.dof, "wall_time_s": state.wall_time_s, "notes": state.notes})
+        checkpoint.save(path, *self.checkpoint_parts(state))
 
     def load(self, path, params_template):
         """Training state from a checkpoint; the templates come from the same model and optimiser."""
         trees, arrays, meta = checkpoint.load(path, {"params": params_template,
                                                      "opt_state": self.optimizer.init(params_template),
                                                      "sampling_params": params_template})
-        sampler_state = md.MDState(arrays["md/positions"], arrays["md/velocities"], arrays["md/masses"],
-                                   arrays["md/box"], arrays["md/thermostat"], meta["md_seed"], meta["md_step"],
-                                   meta["md_dof"], arrays["md/nbr_idx"], arrays["md/nbr_count"],
-                                   arrays["md/reference_positions"])
-        state = TrainingState(trees["params"], trees["opt_state"], sampler_state, None, None, None,
-                              meta["update"], meta["step_scale"], meta.get("wall_time_s", 0.0), meta.get("notes", {}))
-        self._store(state, trees["sampling_params"], arrays["positions"], arrays.get("velocities"),
-                    arrays["reference_energies"])
+        state = TrainingState(trees["params"], trees["opt_state"], None, None, None, None, meta["update"],
+                              meta["step_scale"], meta.get("wall_time_s", 0.0), meta.get("notes", {}))
+        self.restore_trajectory(state, trees["sampling_params"], arrays, meta)
         self.warm_up(state)
         return state
+
+    def checkpoint_parts(self, state, prefix=""):
+        """(trees, arrays, meta) of ``checkpoint.save`` for `state`; the reference trajectory and sampler
+        states under names starting with `prefix` (a state point's, see difftre.state_points). Replica 0
+        keeps the names of a run without replicas (md/...), replica r > 0 uses md{r}/..."""
+        states = state.states
+        arrays = {"positions": states.positions, "reference_energies": state.reference_energies,
+                  **({} if states.velocities is None else {"velocities": states.velocities}),
+                  **({} if self.sampling.barostat is None else {"boxes": states.box})}
+        meta = {}
+        for r, s in enumerate(state.sampler_states):
+            md_name = "md" if r == 0 else f"md{r}"
+            arrays.update({f"{md_name}/{name}": getattr(s, name) for name in _MD_ARRAYS})
+            meta.update({f"{md_name}_{name}": getattr(s, name) for name in _MD_META})
+        arrays = {prefix + name: value for name, value in arrays.items()}
+        meta = {prefix + name: value for name, value in meta.items()}
+        meta.update({"update": state.update, "step_scale": state.step_scale, "wall_time_s": state.wall_time_s,
+                     "notes": state.notes})
+        return {"params": state.params, "opt_state": state.opt_state,
+                prefix + "sampling_params": state.sampling_params}, arrays, meta
+
+    def restore_trajectory(self, state, sampling_params, arrays, meta, prefix=""):
+        """Set `state`'s sampler states and reference trajectory from ``checkpoint_parts``'s arrays and meta."""
+        replicas = self.sampling.replicas
+        saved = 1 + sum(f"{prefix}md{r}/positions" in arrays for r in range(1, replicas + 1))
+        if saved != replicas:
+            raise ValueError(f"the checkpoint holds {saved} replica(s), the configuration asks for {replicas}")
+        state.sampler_states = [
+            md.MDState(**{name: arrays[f"{prefix}{md_name}/{name}"] for name in _MD_ARRAYS},
+                       **{name: meta[f"{prefix}{md_name}_{name}"] for name in _MD_META})
+            for md_name in ["md"] + [f"md{r}" for r in range(1, replicas)]]
+        self._store(state, sampling_params, arrays[prefix + "positions"], arrays.get(prefix + "velocities"),
+                    arrays[prefix + "reference_energies"], arrays.get(prefix + "boxes"))
+
+
+def sample_or_roll_back(state, sample, last_good_params, max_retries):
+    """``sample(state.params)``; after a blow-up (md.SimulationError) the parameters roll back half of the
+    way to ``last_good_params`` (theta <- theta_good + (theta - theta_good) / 2), the step scale halves and
+    sampling is retried, up to ``max_retries`` times (then a BlowUpError)."""
+    for attempt in range(max_retries + 1):
+        try:
+            sample(state.params)
+            return
+        except md.SimulationError as error:
+            message = f"update {state.update}: sampling with the new parameters failed ({error})"
+            if attempt == max_retries:
+                raise BlowUpError(message + "; giving up, the last checkpoint is usable") from error
+            state.params = jax.tree.map(lambda new, old: old + 0.5 * (new - old), state.params, last_good_params)
+            state.step_scale *= 0.5
+            tqdm.write(message + f"; retrying with half the step (scale {state.step_scale:g})")
 
 
 def train(trainer, state, n_updates, out_dir, checkpoint_name="checkpoint.npz", progress=True):

@@ -16,6 +16,7 @@ DIFFTRE_CUDA_DEVICE_TESTS=1 on a machine with a GPU (bench/gpu_checks.py does
 this) the same engine tests run on the device instead of the simulator.
 """
 import copy
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -644,12 +645,15 @@ if RUN_ENGINE_TESTS:
         built = double_well.build(config)
         return built.trainer, built.params, built.positions
 
-    def test_training_on_the_cuda_sampler_equals_cpu_training():
+    @pytest.mark.parametrize("replicas", [1, 2])
+    def test_training_on_the_cuda_sampler_equals_cpu_training(replicas):
         """Three double-well updates (two re-sampled): the CUDA sampler continues the CPU state and random
-        stream, so losses, parameters and sampler states equal CPU training's."""
+        stream, so losses, parameters and sampler states equal CPU training's (replicas: batched in one
+        launch on the GPU, jobs of the executor on the CPU)."""
         runs = {}
         for device in ("cpu", "cuda"):
             trainer, params, positions = small_double_well(device)
+            trainer.sampling = dataclasses.replace(trainer.sampling, replicas=replicas)
             state = trainer.init(params, positions, seed=4)
             metrics = [trainer.update(state) for _ in range(3)]
             runs[device] = (state, metrics)
@@ -658,8 +662,10 @@ if RUN_ENGINE_TESTS:
         np.testing.assert_allclose([m["loss"] for m in gpu_metrics], [m["loss"] for m in cpu_metrics], rtol=1e-10)
         np.testing.assert_allclose(np.asarray(gpu_state.params), np.asarray(cpu_state.params), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(np.asarray(gpu_state.states.positions), np.asarray(cpu_state.states.positions), atol=1e-12)
-        np.testing.assert_allclose(gpu_state.sampler_state.velocities, cpu_state.sampler_state.velocities, atol=1e-10)
-        assert gpu_state.sampler_state.step == cpu_state.sampler_state.step == 3 * (20 + 4 * 5)
+        assert gpu_state.states.positions.shape[0] == 4 * replicas
+        for gpu_replica, cpu_replica in zip(gpu_state.sampler_states, cpu_state.sampler_states, strict=True):
+            np.testing.assert_allclose(gpu_replica.velocities, cpu_replica.velocities, atol=1e-10)
+            assert gpu_replica.step == cpu_replica.step == 3 * (20 + 4 * 5)
 
     def test_continue_from_refuses_replicas_at_different_steps():
         sampler = CudaSampler(md.ForceField([md.harmonic(30.0, [0.5])]), md.Langevin(0.01, 1.0, 1.0), replicas=2)

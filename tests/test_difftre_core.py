@@ -165,7 +165,8 @@ def test_partial_config_and_overrides_merge_onto_defaults(tmp_path):
     name, config = runner.resolve(str(path), overrides={"training.learning_rate": 1})
     assert name == "double-well" and config["sampling"]["stride"] == 7
     assert config["training"]["learning_rate"] == 1.0 and isinstance(config["training"]["learning_rate"], float)
-    unchanged = {s: {k: v for k, v in f.items()} for s, f in config.items()}
+    assert config["executor"] == {"kind": "inprocess", "n_threads": 0} and config["state_points"] == {}
+    unchanged = {s: {k: v for k, v in f.items()} for s, f in config.items() if s not in runner.RUNNER_SECTIONS}
     unchanged["sampling"]["stride"] = defaults["sampling"]["stride"]
     unchanged["training"]["learning_rate"] = defaults["training"]["learning_rate"]
     assert unchanged == defaults

@@ -1,10 +1,13 @@
-"""Smoothed one-dimensional density profile (the double-well observable)."""
+"""Densities: the smoothed one-dimensional profile (the double-well observable) and the mass density of a
+state in its own box (a target under a barostat)."""
 import math
 
 import jax.numpy as jnp
 from jax.scipy.stats import norm
 
-from difftre.observables.geometry import check_orthorhombic, minimum_image
+from difftre.observables.geometry import check_orthorhombic, minimum_image, volume
+
+MASS_DENSITY_UNIT = 1.66053906660   # kg/m^3 per u/nm^3
 
 
 def density_profile(state, grid, sigma=0.01, axis=0):
@@ -59,3 +62,16 @@ def density_profile_uniform(state, length, n_points, sigma=0.01, axis=0, window=
     profile = jnp.zeros(n_points, values.dtype).at[wrapped.ravel()].add(values.ravel())
     profile = profile.at[period].set(profile[0])
     return profile / positions.shape[0]
+
+
+def number_density(state):
+    """Particles per volume (1/nm^3, or 1/sigma^3 in reduced units) of ``state`` in its own box."""
+    return state.positions.shape[-2] / volume(state.box)
+
+
+def mass_density(state, masses):
+    """Mass density (kg/m^3) of ``state`` in its own box: sum of ``masses`` (u; (N,) or one per particle
+    as a scalar) over the box volume (nm^3). Under a barostat each stored state has its own box."""
+    n = state.positions.shape[-2]
+    total = jnp.sum(jnp.broadcast_to(jnp.asarray(masses, state.box.dtype), (n,)))
+    return MASS_DENSITY_UNIT * total / volume(state.box)
