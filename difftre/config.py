@@ -50,7 +50,8 @@ def path_or_empty(suffix):
 SEED_FIELD = {"seed": (int, in_range(0, 2 ** 32 - 1))}
 TRAJECTORY_FIELDS = {"n_equilibration": (int, in_range(0, 10 ** 9)), "n_frames": (int, in_range(1, 10 ** 7)),
                      "stride": (int, in_range(1, 10 ** 6)), "dtype": (str, {"float32", "float64"}),
-                     "device": (str, {"cpu", "cuda"}), "replicas": (int, in_range(1, 10 ** 4))}
+                     "device": (str, {"cpu", "cuda"}), "replicas": (int, in_range(1, 10 ** 4)),
+                     "barostat_interval": (int, in_range(0, 10 ** 6)), "pressure": (float, in_range(0.0, 1e9))}
 TRAINING_FIELDS = {"n_updates": (int, in_range(0, 10 ** 6)), "learning_rate": (float, positive_up_to(100.0)),
                    "decay_updates": (int, in_range(1, 10 ** 6)),
                    "adam_b1": (float, in_range(0, 1, closed_high=False)),

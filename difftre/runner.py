@@ -20,7 +20,8 @@ when the first trajectory blows up). The runner owns everything else:
   process, or a Dask cluster; ``difftre.executor``) and ``[state_points.NAME]`` (several state
   points in one training, ``difftre.state_points``: each a partial configuration merged onto the
   rest, changing any section but [model] and [training]; its results under ``NAME/``);
-  ``sampling.replicas`` (every experiment's) samples R independent replicas per state point;
+  ``sampling.replicas`` (every experiment's) samples R independent replicas per state point, and
+  ``sampling.barostat_interval`` > 0 samples at constant ``sampling.pressure`` (Monte Carlo barostat);
 - training (``difftre.trainer``), ``metrics.jsonl``, ``checkpoint.npz`` after every
   update (atomic, so an interrupt leaves the last complete update), ``summary.json``
   and the experiment's report (plots, exported parameters).
@@ -178,14 +179,22 @@ def point_configs(config):
             for name, partial in config["state_points"].items()}
 
 
+def runner_sampling(sampling, section):
+    """The trainer's SamplingConfig with what the runner owns in every experiment's [sampling]: replicas, and
+    a Monte Carlo barostat at ``pressure`` (kJ mol^-1 nm^-3, or the experiment's reduced unit) every
+    ``barostat_interval`` steps when that is above 0."""
+    barostat = (md.MonteCarloBarostat(section["pressure"], section["barostat_interval"])
+                if section["barostat_interval"] > 0 else None)
+    return dataclasses.replace(sampling, replicas=section["replicas"], barostat=barostat)
+
+
 def _build(module, config):
     """(trainer, params, {point: Experiment}) of a checked configuration: one Trainer, or a
     StatePointsTrainer over the state points; each point's replicas as configured."""
     built = {}
     for name, point_config in point_configs(config).items():
         built[name] = module.build(point_config)
-        sampling = built[name].trainer.sampling
-        built[name].trainer.sampling = dataclasses.replace(sampling, replicas=point_config["sampling"]["replicas"])
+        built[name].trainer.sampling = runner_sampling(built[name].trainer.sampling, point_config["sampling"])
     executor = executors.executor_from_config(config["executor"])
     first = next(iter(built.values()))
     if not config["state_points"]:
@@ -339,9 +348,10 @@ def _evaluate_point(trainer, state, built, time_ps):
 
 def _saved_config(config):
     """A run folder's saved configuration, completed for runs saved before a field existed whose absence
-    meant one value: sampling.replicas (1) and the runner's sections (their defaults)."""
+    meant one value: sampling.replicas (1), no barostat, and the runner's sections (their defaults)."""
     config = {section: dict(fields) for section, fields in config.items()}
-    config["sampling"].setdefault("replicas", 1)
+    for field, value in (("replicas", 1), ("barostat_interval", 0), ("pressure", 0.0)):
+        config["sampling"].setdefault(field, value)
     return config
 
 

@@ -92,6 +92,19 @@ def test_bad_state_points_are_refused_naming_the_point(tmp_path, points, message
         runner.resolve("double-well", write_config(tmp_path, points))
 
 
+def test_state_points_at_two_pressures_sample_with_their_barostats(tmp_path):
+    from difftre import md
+    points = {"low": {"sampling": {"barostat_interval": 10, "pressure": 1.0}},
+              "high": {"sampling": {"barostat_interval": 20, "pressure": 3.5, "replicas": 2}}}
+    _, config = runner.resolve("double-well", write_config(tmp_path, points))
+    trainer, _, _ = runner._build(runner.experiment_module("double-well"), config)
+    low, high = (trainer.points[name].trainer.sampling for name in ("low", "high"))
+    assert low.barostat == md.MonteCarloBarostat(1.0, 10) and low.replicas == 1
+    assert high.barostat == md.MonteCarloBarostat(3.5, 20) and high.replicas == 2
+    with pytest.raises(ConfigError, match="state_points.low.*sampling.pressure"):
+        runner.resolve("double-well", write_config(tmp_path, {"low": {"sampling": {"pressure": -1.0}}}))
+
+
 def test_bad_executor_is_refused_naming_the_field(tmp_path):
     with pytest.raises(ConfigError, match="executor.kind"):
         runner.resolve("double-well", write_config(tmp_path), overrides={"executor.kind": "mpi"})

@@ -31,6 +31,7 @@ from difftre.potential import Potential
 from difftre.resources import Demand, check_time_step
 from difftre.runner import Experiment
 from difftre.states import stored_states
+from difftre.observables.density import mass_density
 from difftre.trainer import SamplingConfig, Target, Trainer
 from difftre import uf3
 
@@ -49,7 +50,8 @@ SCHEMA = {   # nm, ps, u, kJ/mol, K
                "adf_bins": (int, in_range(1, 10 ** 4)), "adf_leg_cutoff": (float, positive_up_to(10.0)),
                "adf_cutoff_width": (float, positive_up_to(1.0)), "pressure_bar": (float, in_range(-1e5, 1e5)),
                "gamma_rdf": (float, in_range(0.0, 1e6)), "gamma_adf": (float, in_range(0.0, 1e6)),
-               "gamma_pressure": (float, in_range(0.0, 1e6))},
+               "gamma_pressure": (float, in_range(0.0, 1e6)), "density": (float, in_range(0.0, 1e5)),
+               "gamma_density": (float, in_range(0.0, 1e6))},
     "model": {"kind": (str, {"spline", "pair-spline", "dimenet"}), "prior_epsilon": (float, in_range(1e-3, 1e3)),
               "prior_sigma": (float, in_range(0.01, 1.0)), "pair_cutoff": (float, positive_up_to(10.0)),
               "leg_cutoff": (float, positive_up_to(10.0)), "pair_r_min": (float, in_range(0.0, 10.0)),
@@ -89,7 +91,9 @@ def check_resources(config, source):
              ("sampling.tau", sampling["tau"] >= 10 * sampling["dt"], "at least 10 x sampling.dt"),
              ("model.pair_r_min", model["pair_r_min"] < model["pair_cutoff"], "below model.pair_cutoff"),
              ("model.leg_r_min", model["leg_r_min"] < model["leg_cutoff"], "below model.leg_cutoff"),
-             ("ibi.r_max", ibi["r_max"] > ibi["r_min"] + ibi["spacing"], "above ibi.r_min + ibi.spacing"))
+             ("ibi.r_max", ibi["r_max"] > ibi["r_min"] + ibi["spacing"], "above ibi.r_min + ibi.spacing"),
+             ("target.density", target["density"] == 0 or sampling["barostat_interval"] > 0,
+              "0 without a barostat (sampling.barostat_interval = 0: the density is fixed)"))
     if uses_dimenet(config):
         rules += (("training.smoothness", config["training"]["smoothness"] == 0,
                    "0 for model.kind = 'dimenet' (the penalty is on spline coefficients)"),
@@ -292,6 +296,9 @@ def build(config):
         pressure_target(potential, model, training["method"], target["pressure_bar"] * BAR,
                         target["gamma_pressure"], kT, dtype),
     ]
+    if target["density"] > 0:
+        targets.append(Target("density", np.asarray(target["density"]), target["gamma_density"],
+                              features=lambda state: mass_density(state, system["mass"])))
     integrator = md.NoseHooverChain(sampling["dt"], kT, sampling["tau"], chain_length=sampling["chain_length"])
     sampling_config = SamplingConfig(integrator, sampling["n_equilibration"], sampling["n_frames"], sampling["stride"],
                                      skin=sampling["skin"], dtype=dtype, device=sampling["device"])
