@@ -84,7 +84,7 @@ def neighbor_capacity(cutoff, n_particles, box):
 def memory_needed(config, demand):
     """{what: bytes} of the stored reference trajectory and the largest temporary array."""
     sampling = config["sampling"]
-    n_frames, n = sampling["n_frames"], demand.n_particles
+    n_frames, n = sampling["n_frames"] * sampling.get("replicas", 1), demand.n_particles   # all replicas' states
     itemsize = 4 if sampling["dtype"] == "float32" else 8
     needed = {"frames": COPIES_OF_STORED_FRAMES * n_frames * n * len(demand.box) * itemsize,
               "neighbour lists": sum(n_frames * n * neighbor_capacity(c, n, demand.box) * BYTES_PER_INDEX
@@ -113,7 +113,7 @@ def check(config, demand, source):
     total, available = sum(needed.values()), available_memory()
     if total > available:
         parts = ", ".join(f"{what} {gib(size)}" for what, size in needed.items() if size)
-        fields = ", ".join(filter(None, ("sampling.n_frames", demand.particles_field, demand.working_fields)))
+        fields = ", ".join(filter(None, ("sampling.n_frames", "sampling.replicas", demand.particles_field, demand.working_fields)))
         raise ResourceError(f"{source}: the configuration needs {gib(total)} ({total} bytes: {parts}) and must "
                             f"fit the {gib(available)} available; lower {fields}")
 

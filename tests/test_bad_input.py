@@ -155,7 +155,7 @@ def test_reported_bad_values_are_refused_naming_field_and_rule(field, value, rul
 
 def test_derived_sizes_are_refused_with_the_number_needed():
     with pytest.raises(resources.ResourceError, match=r"needs .* GiB \(\d+ bytes: frames .*lower sampling.n_frames, "
-                                                      r"system.n_particles"):
+                                                      r"sampling.replicas, system.n_particles"):
         runner.resolve("double-well", overrides={"system.n_particles": 10 ** 7, "sampling.n_frames": 10 ** 7})
     with pytest.raises(ConfigError, match=r"= 10000000001000 steps per trajectory, over training.n_updates \+ 1 = "
                                           r"1000001 trajectories, must be at most 2\^62"):
