@@ -191,8 +191,8 @@ def runner_sampling(sampling, section):
 def _build(module, config):
     """(trainer, params, {point: Experiment}) of a checked configuration: one Trainer, or a
     StatePointsTrainer over the state points; each point's replicas as configured."""
-    built = {}
-    for name, point_config in point_configs(config).items():
+    built, configs = {}, point_configs(config)
+    for name, point_config in configs.items():
         built[name] = module.build(point_config)
         built[name].trainer.sampling = runner_sampling(built[name].trainer.sampling, point_config["sampling"])
     executor = executors.executor_from_config(config["executor"])
@@ -201,7 +201,7 @@ def _build(module, config):
         first.trainer.executor = executor
         return first.trainer, first.params, built
     trainer = points_training.StatePointsTrainer(
-        [points_training.StatePoint(name, b.trainer, b.positions, point_configs(config)[name]["system"]["seed"])
+        [points_training.StatePoint(name, b.trainer, b.positions, configs[name]["system"]["seed"])
          for name, b in built.items()], executor)
     return trainer, first.params, built
 
