@@ -86,9 +86,9 @@ def pool_trajectories(trajectories):
     """The replicas' trajectories as one: (md.Trajectory, replica_of_frame).
 
     Frames (positions, velocities, energies, virials) are concatenated in replica order;
-    replica_of_frame (n_frames_total,) int gives the replica of each frame. Block-error
-    estimates must not run a block across two replicas: estimate each replica's blocks
-    separately (``values[replica_of_frame == r]``) and combine. The box stays (dim,) when
+    replica_of_frame (n_frames_total,) int gives the replica of each frame (a block of a
+    block-error estimate that spans two replicas joins two independent pieces; the trainer blocks
+    the pooled states as they are). The box stays (dim,) when
     all replicas share it (NVT); otherwise, and when the boxes are already per frame, it
     becomes (n_frames_total, dim). The run counts (RUN_COUNTS: neighbour-list rebuilds, barostat
     moves) are summed.

@@ -36,7 +36,7 @@ import optax
 from tqdm.auto import tqdm
 
 from difftre import checkpoint, md
-from difftre.executor import InProcessExecutor, SamplingJob, replica_states
+from difftre.executor import InProcessExecutor, SamplingJob, pool_trajectories, replica_states
 from difftre.observables.averages import weighted_average
 from difftre.reweighting import effective_sample_size, map_states, reweighting_weights
 from difftre.states import neighbor_capacity, stored_states
@@ -276,11 +276,10 @@ class Trainer:
         """Make the jobs' results [(md.Trajectory, md.MDState) per replica] the reference trajectory of
         params: the replicas' states pooled in replica order."""
         trajectories, sampler_states = zip(*results)
-        velocities = (np.concatenate([t.velocities for t in trajectories]) if self.sampling.record_velocities
-                      else None)
-        boxes = None if self.sampling.barostat is None else np.concatenate([t.box for t in trajectories])
+        pooled, _ = pool_trajectories(trajectories)
         state.sampler_states = list(sampler_states)
-        self._store(state, params, np.concatenate([t.positions for t in trajectories]), velocities, boxes=boxes)
+        self._store(state, params, pooled.positions, pooled.velocities if self.sampling.record_velocities else None,
+                    boxes=None if self.sampling.barostat is None else pooled.box)
 
     def _sample(self, state, params):
         """New reference trajectory at params (raises md.SimulationError, leaving `state` untouched)."""
