@@ -12,7 +12,8 @@
   per-state virial / Born features (linear in theta): reweighting and its gradient need no model
   evaluation per update.
 - `trajectory_basis_sums`, `trajectory_strain_sums`: those features of a whole trajectory by the
-  Numba kernels (the targets' and the potential's ``trajectory_features``).
+  Numba kernels (the targets' and the potential's ``trajectory_features``); `SharedStrainSums`
+  computes the strain sums once for the stress and stiffness targets together.
 - `save_coefficients` / `load_coefficients`: theta with its spec in one ``.npz`` file.
 - `smoothness_penalty` (from difftre.models.uf3): per-axis roughness for ``difftre.optim.add_penalty_gradient``.
 
@@ -416,14 +417,38 @@ def _stress_features(spec, prior_energy, kT, masses, leg_capacity):
     return features
 
 
-def _stress_trajectory_features(spec, prior_terms, kT, masses):
+class SharedStrainSums:
+    """The strain sums of one trajectory, computed once for every target that reads them (the stress and
+    the stiffness targets would otherwise run the same kernels on the same frames).
+
+    Called with (frames, box), it returns {"virial": (S, n_free, 3, 3), "born": (S, n_free, 21) or None,
+    "prior_virial": (S, 3, 3)} (``trajectory_strain_sums`` and the prior's Numba virial, kJ/mol per unit
+    coefficient and kJ/mol). It keeps the last trajectory's result, recognised by the frames array itself
+    (the trainer hands every target the same array) and the box; ``born``: whether to compute the Born
+    sums too (give True when a stiffness target shares it).
+    """
+
+    def __init__(self, spec, prior_terms=(), born=True):
+        self.spec, self.prior_terms, self.born = _checked_spec(spec), tuple(prior_terms or ()), born
+        self._frames, self._box, self._sums = None, None, None
+
+    def __call__(self, frames, box):
+        box = np.asarray(box, np.float64)
+        if frames is not self._frames or not np.array_equal(box, self._box):
+            virial, born = trajectory_strain_sums(self.spec, frames, box, born=self.born)
+            prior_virial = _prior_energies_and_virials(self.prior_terms, frames, box)[1]
+            self._frames, self._box = frames, box
+            self._sums = {"virial": virial, "born": born, "prior_virial": prior_virial}
+        return self._sums
+
+
+def _stress_trajectory_features(strain_sums, kT, masses):
     """The compiled twin of `_stress_features` for a whole trajectory: sigma = -(K + W_prior) / V - theta .
-    virial / V (``trajectory_strain_sums``, the prior's virial by its Numba terms)."""
+    virial / V (a `SharedStrainSums`)."""
     def trajectory_features(frames, box, velocities):
-        volume = float(np.prod(box))
-        prior_virial = _prior_energies_and_virials(prior_terms or (), frames, box)[1]
-        return {"constant": -(_kinetic_tensors(frames, velocities, masses, kT) + prior_virial) / volume,
-                "linear": -trajectory_strain_sums(spec, frames, box, born=False)[0] / volume}
+        volume, sums = float(np.prod(box)), strain_sums(frames, box)
+        return {"constant": -(_kinetic_tensors(frames, velocities, masses, kT) + sums["prior_virial"]) / volume,
+                "linear": -sums["virial"] / volume}
     return trajectory_features
 
 
@@ -433,7 +458,7 @@ def _dot(params, linear):
 
 
 def stress_target(name, target, spec, prior_energy=None, kT=None, masses=None, gamma=1.0, cutoff=None,
-                  leg_capacity=None, prior_terms=None):
+                  leg_capacity=None, prior_terms=None, strain_sums=None):
     """Target of the (3, 3) stress tensor (kJ/mol/nm^3) from per-state virial features.
 
     Per stored state: sigma = c + theta . S with c (3, 3) and S (n_free, 3, 3) computed once per
@@ -443,11 +468,13 @@ def stress_target(name, target, spec, prior_energy=None, kT=None, masses=None, g
 
     prior_terms: the prior's Numba terms (twins of prior_energy); given (or without a prior), the
     features of a whole trajectory come from the compiled kernels (``trajectory_strain_sums`` and the
-    prior's virial).
+    prior's virial). strain_sums: a `SharedStrainSums` of spec and prior_terms that other targets share
+    (default: its own).
     """
     from difftre.trainer import Target
     features = _stress_features(spec, prior_energy, kT, masses, leg_capacity)
-    compiled = _compiled(_stress_trajectory_features(spec, prior_terms, kT, masses), prior_energy, prior_terms)
+    strain_sums = SharedStrainSums(spec, prior_terms, born=False) if strain_sums is None else strain_sums
+    compiled = _compiled(_stress_trajectory_features(strain_sums, kT, masses), prior_energy, prior_terms)
     return Target(name, np.asarray(target), gamma, observable=lambda p, f: f["constant"] + _dot(p, f["linear"]),
                   features=features, cutoff=_cutoff_for(spec, cutoff), trajectory_features=compiled)
 
@@ -515,7 +542,7 @@ def _from_voigt21(v):
 
 
 def stiffness_target(name, target, spec, kT, n_particles, box, prior_energy=None, gamma=1.0, cutoff=None,
-                     leg_capacity=None, centre=None, prior_terms=None):
+                     leg_capacity=None, centre=None, prior_terms=None, strain_sums=None):
     """Target of the isothermal stiffness C (3, 3, 3, 3) kJ/mol/nm^3 by the stress-fluctuation formula,
     C = <C_B> - V/kT Cov(sigma_B) + N kT / V (d_ik d_jl + d_il d_jk)  (``difftre.observables.elastic``),
     from per-state Born features linear in theta:
@@ -533,7 +560,8 @@ def stiffness_target(name, target, spec, kT, n_particles, box, prior_energy=None
 
     prior_terms: the prior's Numba terms (twins of prior_energy; each needs a compiled Born kernel, so far
     ``md.stillinger_weber``); given (or without a prior), the features of a whole trajectory come from the
-    compiled kernels (``trajectory_strain_sums``, the prior's virial and Born kernels).
+    compiled kernels (``trajectory_strain_sums``, the prior's virial and Born kernels). strain_sums: a
+    `SharedStrainSums` of spec and prior_terms with born=True that a stress target shares (default: its own).
     """
     from difftre.trainer import Target
     import jax.numpy as jnp
@@ -555,13 +583,14 @@ def stiffness_target(name, target, spec, kT, n_particles, box, prior_energy=None
 
     for term in prior_terms or ():   # a prior term without a compiled Born kernel is refused here, not in training
         _born_kernel(term)
+    strain_sums = SharedStrainSums(spec, prior_terms) if strain_sums is None else strain_sums
+    if not strain_sums.born:
+        raise ValueError(f"target {name!r}: its strain_sums must compute the Born sums (born=True)")
 
     def trajectory_features(frames, box, velocities):
-        v = float(np.prod(box))
-        virial, born = trajectory_strain_sums(spec, frames, box)
-        prior_virial = _prior_energies_and_virials(prior_terms or (), frames, box)[1]
-        return {"stress": -prior_virial / v - centre, "stress_linear": -virial / v,
-                "born": _prior_born(prior_terms or (), frames, box) / v, "born_linear": born / v}
+        v, sums = float(np.prod(box)), strain_sums(frames, box)
+        return {"stress": -sums["prior_virial"] / v - centre, "stress_linear": -sums["virial"] / v,
+                "born": _prior_born(prior_terms or (), frames, box) / v, "born_linear": sums["born"] / v}
 
     def observable(params, f):
         stress = f["stress"] + jnp.tensordot(params, f["stress_linear"], axes=1)

@@ -376,20 +376,28 @@ def test_compiled_stress_and_stiffness_features_equal_the_jax_features(name):
     prior_args = (200.0, 0.25)
     prior, prior_term = priors.stillinger_weber(*prior_args, dtype=np.float64), md.stillinger_weber(*prior_args)
     velocities = np.random.default_rng(5).normal(0, 0.3, frames.shape)
+    shared = glue.SharedStrainSums(spec, [prior_term])   # as the diamond experiment: one kernel pass for both
     stress = glue.stress_target("stress", np.zeros((3, 3)), spec, prior, kT=2.5, masses=12.0, leg_capacity=20,
-                                prior_terms=[prior_term])
+                                prior_terms=[prior_term], strain_sums=shared)
     stiffness = glue.stiffness_target("stiffness", np.zeros((3, 3, 3, 3)), spec, 2.5, frames.shape[1], box, prior,
-                                      leg_capacity=20, prior_terms=[prior_term])
+                                      leg_capacity=20, prior_terms=[prior_term], strain_sums=shared)
+    own = glue.stress_target("stress", np.zeros((3, 3)), spec, prior, kT=2.5, masses=12.0, leg_capacity=20,
+                             prior_terms=[prior_term])
     states = stored_states(frames, box, stress.cutoff, velocities)
-    for target in (stress, stiffness):
+    for target in (stress, stiffness, own):
         compiled = target.trajectory_features(frames, box, velocities)
         reference = jax.jit(jax.vmap(target.features))(states)
         assert compiled.keys() == reference.keys()
         for key in reference:
             assert relative_error(compiled[key], np.asarray(reference[key])) < 1e-10, key
+    assert shared(frames, box) is shared(frames, box)              # computed once per trajectory
+    assert shared(frames.copy(), box) is not shared(frames, box)   # a new trajectory is computed anew
     with pytest.raises(ValueError, match="Born"):
         glue.stiffness_target("c", np.zeros((3, 3, 3, 3)), spec, 2.5, frames.shape[1], box, prior,
                               prior_terms=[md.repulsive(2.0, 0.25, 0.6)])
+    with pytest.raises(ValueError, match="born=True"):
+        glue.stiffness_target("c", np.zeros((3, 3, 3, 3)), spec, 2.5, frames.shape[1], box, prior,
+                              prior_terms=[prior_term], strain_sums=glue.SharedStrainSums(spec, [prior_term], born=False))
 
 
 def test_leg_capacity_compacts_or_gives_nan():

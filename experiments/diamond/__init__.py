@@ -16,6 +16,7 @@ import optax
 from difftre import md, systems, uf3
 from difftre.md import GPA
 from difftre.config import SEED_FIELD, TRAINING_FIELDS, TRAJECTORY_FIELDS, in_range, positive_up_to, refuse
+from difftre.experiments.diamond.validation import held_out, write_held_out_plots
 from difftre.models import priors, uf3 as uf3_model
 from difftre.observables.elastic import cubic_constants
 from difftre.optim import add_penalty_gradient
@@ -92,11 +93,12 @@ def build(config):
                              leg_r_min=model["r_min"], jk_r_min=model["r_min"])
     list_cutoff = max(spec.neighbor_cutoff, prior_term.neighbor_cutoff)
     potential = uf3.uf3_potential(spec, prior, [prior_term], cutoff=list_cutoff)
+    strain_sums = uf3.SharedStrainSums(spec, [prior_term])   # one pass of the strain kernels for both targets
     stiffness = uf3.stiffness_target("stiffness", np.zeros((3, 3, 3, 3)), spec, kT, n, box, prior_energy=prior,
-                                     cutoff=list_cutoff, prior_terms=[prior_term])
+                                     cutoff=list_cutoff, prior_terms=[prior_term], strain_sums=strain_sums)
     targets = [
         uf3.stress_target("stress", np.zeros((3, 3)), spec, prior, kT=kT, gamma=target["gamma_stress"],
-                          cutoff=list_cutoff, prior_terms=[prior_term]),
+                          cutoff=list_cutoff, prior_terms=[prior_term], strain_sums=strain_sums),
         Target("cubic_constants", GPA * np.array([target["c11"], target["c12"], target["c44"]]),
                target["gamma_stiffness"], observable=stiffness.observable, features=stiffness.features,
                cutoff=stiffness.cutoff, combine=lambda averages: cubic_constants(stiffness.combine(averages)),
@@ -129,4 +131,4 @@ def build(config):
                        max_abs_stress_gpa=float(np.abs(stress).max() / GPA))
         return summary
 
-    return Experiment(trainer, params, positions, report)
+    return Experiment(trainer, params, positions, report, held_out, write_held_out_plots)
