@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from difftre.observables.geometry import volume
-from difftre.observables.stress import strained_energy, zero_strain
+from difftre.observables.stress import deformed, strain_deformation, strained_energy, zero_strain
 
 
 def born_terms(energy, params, state):
@@ -54,6 +54,47 @@ def born_terms(energy, params, state):
 def born_stiffness(energy, params, state):
     """Born stiffness C^B = (1/V) d^2U/deps deps at eps = 0, (dim,)*4 kJ mol^-1 nm^-3."""
     return born_terms(energy, params, state)["stiffness"]
+
+
+def static_stiffness(energy, params, state, translation_stiffness=1.0):
+    """Stress and relaxed-ion stiffness of a crystal at 0 K, at a configuration in mechanical equilibrium
+    (a perfect lattice: no force on any atom).
+
+    With U(eps, u) the energy under the strain eps (``stress.py``'s contract) and internal displacements
+    u (N, dim) of the unstrained positions,
+
+      sigma = (1/V) dU/deps,   C = (1/V) [U_eps,eps - U_eps,u (U_u,u)^+ U_u,eps]
+
+    (Lutsko 1989): the Born stiffness minus the relaxation of the atoms inside the strained cell, which
+    is zero for a Bravais lattice and large for diamond's shear (C44). The pseudo-inverse is taken on the
+    complement of the dim rigid translations, which U_u,eps cannot excite: (U_u,u + k P)^-1 with P the
+    projector onto translations and k = ``translation_stiffness`` (kJ/mol/nm^2; any positive value gives
+    the same C).
+
+    Returns a dict with "stress" (dim, dim), "stiffness" (dim,)*4 (kJ mol^-1 nm^-3),
+    "lowest_internal_curvature": the smallest eigenvalue of U_u,u off the translations (kJ/mol/nm^2;
+    positive for a stable lattice) and "largest_force": max |dU/du| (kJ/mol/nm; ~0 at equilibrium, which
+    the formula assumes). Differentiable in params. Cost: the Hessian of N x dim coordinates.
+    """
+    n, dim = state.positions.shape
+
+    def strained_displaced(eps, u):
+        return energy(params, deformed(state._replace(positions=state.positions + u), strain_deformation(eps)))
+
+    eps0, u0 = zero_strain(state), jnp.zeros_like(state.positions)
+    d_eps, d_u = jax.grad(strained_displaced, argnums=(0, 1))(eps0, u0)
+    hessian = jax.jacfwd(jax.grad(strained_displaced, argnums=(0, 1)), argnums=(0, 1))(eps0, u0)
+    (u_ee, u_eu), (_, u_uu) = hessian
+    u_eu = u_eu.reshape(dim, dim, n * dim)
+    u_uu = u_uu.reshape(n * dim, n * dim)
+    translations = jnp.tile(jnp.eye(dim, dtype=u_uu.dtype), (n, 1)) / jnp.sqrt(n)   # (N dim, dim), orthonormal
+    projector = translations @ translations.T
+    relaxation = jnp.einsum("abi,ij,cdj->abcd", u_eu, jnp.linalg.inv(u_uu + translation_stiffness * projector), u_eu)
+    internal = jnp.linalg.eigvalsh((jnp.eye(n * dim, dtype=u_uu.dtype) - projector) @ u_uu
+                                   @ (jnp.eye(n * dim, dtype=u_uu.dtype) - projector) + projector * jnp.max(jnp.abs(u_uu)))
+    v = volume(state.box)
+    return {"stress": d_eps / v, "stiffness": (u_ee - relaxation) / v, "lowest_internal_curvature": internal[0],
+            "largest_force": jnp.max(jnp.abs(d_u))}
 
 
 def fluctuation_stiffness(averages, box, kT, n_particles):
