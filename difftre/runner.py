@@ -60,13 +60,15 @@ class Experiment:
     trainer: a ``difftre.trainer.Trainer``; params: the initial parameters; positions: the
     initial configuration (N, dim); report(trainer, state, metrics, out_dir) -> dict of summary
     numbers (and writes the experiment's plots and exported model); held_out(trainer, state) -> dict
-    of observables that were not trained on, from the stored trajectory (``evaluate``).
+    of observables that were not trained on, from the stored trajectory (``evaluate``);
+    held_out_plots(out_dir, held_out) writes the plots of that dict into the run folder.
     """
     trainer: training.Trainer
     params: object
     positions: np.ndarray
     report: Optional[Callable] = None
     held_out: Optional[Callable] = None
+    held_out_plots: Optional[Callable] = None
 
 
 def experiment_name(module_name):
@@ -315,19 +317,21 @@ def evaluate(out_dir, time_ps, progress=True):
         state = trainer.load(out_dir / CHECKPOINT_NAME, params)
         evaluation = {"experiment": saved["experiment"], "updates_trained": state.update, "time_ps": time_ps}
         if not config["state_points"]:
-            evaluation.update(_evaluate_point(trainer, state, built[""], time_ps))
+            evaluation.update(_evaluate_point(trainer, state, built[""], time_ps, out_dir))
         else:
             evaluation["state_points"] = {name: _evaluate_point(trainer.points[name].trainer, state.points[name],
-                                                                built[name], time_ps) for name in built}
+                                                                built[name], time_ps, out_dir / name)
+                                          for name in built}
     finally:
         trainer.executor.close()
     _write_json(out_dir / "evaluation.json", evaluation)
     return evaluation
 
 
-def _evaluate_point(trainer, state, built, time_ps):
+def _evaluate_point(trainer, state, built, time_ps, out_dir):
     """One state point's evaluation: a new trajectory of time_ps (ps; all replicas together) at state.params,
-    its targets' predictions with standard errors, and the experiment's held-out observables."""
+    its targets' predictions with standard errors, and the experiment's held-out observables (their plots
+    in out_dir)."""
     sampling = trainer.sampling
     n_frames = max(2, int(round(time_ps / (sampling.integrator.dt * sampling.stride * sampling.replicas))))
     trainer.sampling = dataclasses.replace(sampling, n_frames=n_frames)
@@ -343,6 +347,9 @@ def _evaluate_point(trainer, state, built, time_ps):
             "mse": float(np.mean((np.asarray(value) - np.asarray(target.target)) ** 2))}
     if built.held_out is not None:
         evaluation["held_out"] = built.held_out(trainer, state)
+        if built.held_out_plots is not None:
+            out_dir.mkdir(exist_ok=True)
+            built.held_out_plots(out_dir, evaluation["held_out"])
     return evaluation
 
 

@@ -38,6 +38,27 @@ def diamond_lattice(n_cells, lattice_constant):
     return _cubic_sites(DIAMOND_BASIS, n_cells) * length, np.full(3, length)
 
 
+def rotated_110_lattice(basis, cells, lattice_constant):
+    """A cubic crystal oriented x = [110], y = [-110], z = [001] in an orthorhombic box.
+
+    basis: the cubic cell's sites in cell units (``FCC_BASIS``, ``DIAMOND_BASIS``); the rotated
+    cell, a/sqrt2 x a/sqrt2 x a, holds half of them (fcc 2, diamond 4): one at its origin, then all
+    shifted by half their smallest spacing along each axis so that none lies on a box face.
+    cells: (3,) rotated cells per axis. Returns positions (N, 3) and the box (3,), in the unit of
+    lattice_constant.
+    """
+    b = np.asarray(basis, np.float64)
+    fractional = np.stack([b[:, 0] + b[:, 1], b[:, 1] - b[:, 0], b[:, 2]], axis=-1)   # in rotated cells
+    sites = np.unique(np.round(fractional - fractional[0], 9) % 1.0, axis=0)   # the first site at the origin
+    for a in range(3):
+        levels = np.unique(sites[:, a])
+        sites[:, a] += 0.5 * np.diff(np.append(levels, 1.0)).min()
+    cells = np.asarray(cells)
+    grid = np.stack(np.meshgrid(*[np.arange(c) for c in cells], indexing="ij"), -1).reshape(-1, 1, 3)
+    cell = lattice_constant * np.array([np.sqrt(0.5), np.sqrt(0.5), 1.0])
+    return ((grid + sites[None]) * cell).reshape(-1, 3), cells * cell
+
+
 def lattice_start(n, density):
     """N particles at number density `density` (particles per volume) in a cubic box, on a lattice.
 

@@ -51,9 +51,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from difftre import md  # noqa: E402
+from difftre import md, systems  # noqa: E402
 from difftre.models import priors  # noqa: E402
-from difftre.observables import born_terms, cubic_constants, fluctuation_stiffness, weighted_average  # noqa: E402
+from difftre.observables import (block_standard_error, born_terms, cubic_constants, fluctuation_stiffness,  # noqa: E402
+                                 weighted_average)
+from difftre.observables.stress_strain import (cauchy_stress, cubic_slopes, second_piola_kirchhoff,  # noqa: E402
+                                               slope_at_zero, uniaxial_stretch)
 from difftre.states import stored_states  # noqa: E402
 
 DENSITY, KT, RC, SKIN = 1.1, 0.2, 2.5, 0.3
@@ -68,11 +71,7 @@ BOX_TO_CUBE = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, np.sqrt(2.
 
 def rotated_fcc():
     """fcc with x = [110], y = [-110], z = [001]: 2-atom cells a/sqrt2 x a/sqrt2 x a."""
-    a = (4.0 / DENSITY) ** (1.0 / 3.0)
-    cell = np.array([a / np.sqrt(2.0), a / np.sqrt(2.0), a])
-    basis = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
-    grid = np.stack(np.meshgrid(*[np.arange(c) for c in CELLS], indexing="ij"), -1).reshape(-1, 1, 3)
-    return ((grid + basis + 0.25) * cell).reshape(-1, 3), CELLS * cell
+    return systems.rotated_110_lattice(systems.FCC_BASIS, CELLS, (4.0 / DENSITY) ** (1.0 / 3.0))
 
 
 def sample(deformation, n_frames, stride, seed):
@@ -149,51 +148,29 @@ def fluctuation_constants(n_states, stride, seed):
     return value, error, value - uncorrected, np.mean(cauchy, axis=0) / np.prod(box)
 
 
-def stress_blocks(axis, strain, n_frames, stride, seed):
-    """Block means (N_BLOCKS, 3, 3) of the second Piola-Kirchhoff stress of a run strained along axis."""
-    deformation = np.ones(3)
-    deformation[axis] += strain
-    trajectory = sample(deformation, n_frames, stride, seed)
-    volume = float(np.prod(trajectory.box))
-    kinetic = np.einsum("fia,fib->fab", trajectory.velocities, trajectory.velocities)
-    cauchy = -(kinetic + trajectory.virial) / volume
-    piola = np.prod(deformation) * cauchy / np.outer(deformation, deformation)
-    usable = N_BLOCKS * (n_frames // N_BLOCKS)
-    return (piola[:usable].reshape(N_BLOCKS, -1, 3, 3).mean(axis=1),
-            cauchy[:usable].reshape(N_BLOCKS, -1, 3, 3).mean(axis=1))
-
-
-def slope_at_zero(strains, values, errors):
-    """d value / d eta at eta = 0 of the polynomial through the points (degree = points - 1), and its error."""
-    eta = strains + 0.5 * strains ** 2
-    vander = np.vander(eta, len(eta), increasing=True)
-    weights = np.linalg.inv(vander)[1]     # slope = weights @ values
-    return float(weights @ values), float(np.sqrt(np.sum((weights * errors) ** 2)))
+def strained_stresses(axis, strain, n_frames, stride, seed):
+    """Per-frame second Piola-Kirchhoff and Cauchy stresses (n_frames, 3, 3) of a run strained along axis."""
+    stretch = uniaxial_stretch(axis, strain)
+    cauchy = cauchy_stress(sample(stretch, n_frames, stride, seed), 1.0)
+    return second_piola_kirchhoff(cauchy, stretch), cauchy
 
 
 def explicit_constants(axes, strains, n_frames, stride, seed):
     """(C11, C12, C44) with errors from stress-strain slopes; axes: strain axes used (2 = [001], 0 = [110])."""
-    runs = {axis: [stress_blocks(axis, e, n_frames, stride, seed + 10 * axis + k) for k, e in enumerate(strains)]
+    runs = {axis: [strained_stresses(axis, e, n_frames, stride, seed + 10 * axis + k) for k, e in enumerate(strains)]
             for axis in axes}
+    result = cubic_slopes({axis: [piola for piola, _ in runs[axis]] for axis in axes}, strains, N_BLOCKS)
 
-    def slope(axis, combination, use_cauchy=False):
-        per_block = [combination(run[1] if use_cauchy else run[0]) for run in runs[axis]]
-        means = np.array([b.mean() for b in per_block])
-        errors = np.array([b.std(ddof=1) / np.sqrt(len(b)) for b in per_block])
-        return slope_at_zero(np.asarray(strains), means, errors)
+    def cauchy_slope(component):
+        series = [cauchy[:, component, component] for _, cauchy in runs[2]]
+        return slope_at_zero(strains, [s.mean() for s in series],
+                             [block_standard_error(s, n_blocks=N_BLOCKS) for s in series])
 
-    result = {}
     if 2 in axes:
-        result["C11"] = slope(2, lambda s: s[:, 2, 2])
-        result["C12"] = slope(2, lambda s: 0.5 * (s[:, 0, 0] + s[:, 1, 1]))
-        result["cauchy d sigma_zz/de_z"] = slope(2, lambda s: s[:, 2, 2], use_cauchy=True)
-        result["cauchy d sigma_xx/de_z"] = slope(2, lambda s: s[:, 0, 0], use_cauchy=True)
-    if 0 in axes:
-        result["C44"] = slope(0, lambda s: 0.5 * (s[:, 0, 0] - s[:, 1, 1]))
-        result["C12 (x)"] = slope(0, lambda s: s[:, 2, 2])
-        result["C11 (x)"] = slope(0, lambda s: s[:, 0, 0] + s[:, 1, 1] - s[:, 2, 2])
-        if 2 not in axes:
-            result["C11"], result["C12"] = result["C11 (x)"], result["C12 (x)"]
+        result["cauchy d sigma_zz/de_z"] = cauchy_slope(2)
+        result["cauchy d sigma_xx/de_z"] = cauchy_slope(0)
+    else:
+        result["C11"], result["C12"] = result["C11 (x)"], result["C12 (x)"]
     return result
 
 

@@ -3,15 +3,19 @@
 Each observable is a pure function of one state (positions, box, neighbour
 list, possibly velocities and an energy function closing over the parameters);
 ``weighted_average`` turns it into the (re)weighted ensemble average
-sum_i w_i O(S_i) with bounded memory. ``dynamics`` holds NumPy post-processing
-(diffusion, phonon DOS) that is not differentiated.
+sum_i w_i O(S_i) with bounded memory. ``dynamics`` (diffusion, phonon DOS) and
+``stress_strain`` (elastic constants from explicit strains) hold NumPy
+post-processing that is not differentiated.
 """
 from difftre.observables.averages import weighted_average
 from difftre.observables.density import density_profile, density_profile_uniform
 from difftre.observables.dynamics import (
+    dos_of_vacf,
+    dos_peaks,
     mean_squared_displacement,
     nm2_per_ps_to_cm2_per_s,
     phonon_dos,
+    phonon_dos_with_error,
     self_diffusion,
     velocity_autocorrelation,
 )
@@ -42,9 +46,11 @@ __all__ = [
     "adf", "adf_list_cutoff", "adf_of_trajectory", "bin_centers", "block_jackknife", "block_standard_error",
     "blocking_curve",
     "born_stiffness", "born_stress", "born_terms", "cubic_constants",
-    "dense_neighbor_list", "density_profile", "density_profile_uniform", "fluctuation_stiffness", "kinetic_tensor",
+    "dense_neighbor_list", "density_profile", "density_profile_uniform", "dos_of_vacf", "dos_peaks",
+    "fluctuation_stiffness", "kinetic_tensor",
     "load_adf_target", "load_rdf_target", "mean_squared_displacement", "minimum_image",
-    "neighbor_displacements", "nm2_per_ps_to_cm2_per_s", "optimal_block_count", "phonon_dos", "pressure", "rdf",
+    "neighbor_displacements", "nm2_per_ps_to_cm2_per_s", "optimal_block_count", "phonon_dos",
+    "phonon_dos_with_error", "pressure", "rdf",
     "rdf_list_cutoff", "rdf_of_trajectory",
     "self_diffusion", "strain_deformation", "stress_tensor", "tetrahedral_order",
     "tetrahedral_order_parameters", "velocity_autocorrelation", "volume", "weighted_average",

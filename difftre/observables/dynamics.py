@@ -2,10 +2,12 @@
 
 Self-diffusion from the mean squared displacement (Einstein relation) and the
 vibrational (phonon) density of states from the mass-weighted velocity
-autocorrelation function. Frames must be equally spaced in time; positions
+autocorrelation function, with its standard error from trajectory segments and its
+peaks. Frames must be equally spaced in time; positions
 must be unwrapped. Units: nm, ps, u; frequencies in THz (1/ps).
 """
 import numpy as np
+from scipy import signal
 
 
 def _autocorrelation_sums(x):
@@ -74,8 +76,7 @@ def phonon_dos(velocities, dt, masses=None, max_lag=None):
     """Vibrational density of states from the Fourier transform of the mass-weighted VACF.
 
     The VACF up to ``max_lag`` frames (default: half the trajectory, where it
-    is still well averaged) is tapered with a half Hann window, mirrored to an
-    even function and Fourier transformed.
+    is still well averaged) goes through ``dos_of_vacf``.
 
     Args:
       velocities: (T, N, dim) nm/ps, frames ``dt`` ps apart.
@@ -88,9 +89,48 @@ def phonon_dos(velocities, dt, masses=None, max_lag=None):
       dos: (F,) 1/THz, normalised to unit area (sum(dos) * dnu = 1).
     """
     vacf = velocity_autocorrelation(velocities, masses)
-    lags = max_lag or len(vacf) // 2
-    tapered = vacf[:lags] * np.hanning(2 * lags + 1)[lags:2 * lags]
+    return dos_of_vacf(vacf, dt, max_lag or len(vacf) // 2)
+
+
+def dos_of_vacf(vacf, dt, max_lag):
+    """(frequency (F,) THz, dos (F,) 1/THz) of a VACF (lags 0, dt, 2 dt, ...; dt in ps).
+
+    The first ``max_lag`` lags are tapered with a half Hann window (it gives a line a full width at
+    half maximum of about 0.72 / (max_lag dt) THz), mirrored to an even function and Fourier
+    transformed; the DOS is normalised to unit area (sum(dos) * dnu = 1; times 3N - 3 it counts the
+    modes of a crystal).
+    """
+    if not 2 <= max_lag <= len(vacf):
+        raise ValueError(f"max_lag must be in [2, {len(vacf)}] lags, got {max_lag}")
+    tapered = vacf[:max_lag] * np.hanning(2 * max_lag + 1)[max_lag:2 * max_lag]
     even = np.concatenate([tapered, tapered[:0:-1]])
     dos = np.fft.rfft(even).real
     frequency = np.fft.rfftfreq(len(even), dt)
     return frequency, dos / (np.sum(dos) * frequency[1])
+
+
+def phonon_dos_with_error(velocities, dt, masses=None, n_segments=8):
+    """Phonon DOS with its standard error: the mean of ``phonon_dos`` over n_segments consecutive
+    segments of the trajectory (each with half a segment of VACF lags) and std / sqrt(n_segments).
+
+    Args: velocities (T, N, dim) nm/ps, frames dt ps apart; masses scalar or (N,) u; n_segments >= 2.
+
+    Returns:
+      frequency (F,) THz, dos (F,) 1/THz (unit area) and its standard error (F,) 1/THz. The window
+      widens every line by about 1.44 / segment length (THz, segment in ps) on top of its own width.
+    """
+    velocities = np.asarray(velocities)
+    length = velocities.shape[0] // n_segments if n_segments >= 2 else 0
+    if length < 4:
+        raise ValueError(f"n_segments must be at least 2 with 4 frames each; got n_segments = {n_segments} for "
+                         f"{velocities.shape[0]} frames")
+    segments = [phonon_dos(velocities[k * length:(k + 1) * length], dt, masses) for k in range(n_segments)]
+    dos = np.array([d for _, d in segments])
+    return segments[0][0], dos.mean(axis=0), dos.std(axis=0, ddof=1) / np.sqrt(n_segments)
+
+
+def dos_peaks(frequency, dos, min_prominence=0.1):
+    """Frequencies (THz) of the DOS's peaks whose prominence exceeds min_prominence times its maximum,
+    ascending (scipy.signal.find_peaks; a peak is located to within one frequency bin)."""
+    indices, _ = signal.find_peaks(np.asarray(dos), prominence=min_prominence * float(np.max(dos)))
+    return np.asarray(frequency)[indices]

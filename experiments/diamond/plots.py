@@ -24,3 +24,20 @@ def write_plots(out_dir, metrics, targets_gpa):
     ax_s.set_ylabel("max |stress| (GPa)")
     plots.save(fig, out_dir / "elastic.png")
     plots.training_curves(out_dir / "training.png", metrics)
+
+
+def write_phonon_dos_plot(out_dir, held_out):
+    """phonon_dos.png: the DOS at the prior (theta = 0) and at the learned parameters, with +-1 standard
+    error bands and their peaks, from ``held_out``'s "phonon_dos" (``validation.held_out``)."""
+    dos = held_out["phonon_dos"]
+    frequency = np.asarray(dos["frequency_thz"])
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for label, color, style in (("prior", "tab:gray", "--"), ("learned", "tab:red", "-")):
+        values, errors = np.asarray(dos[label]["dos_per_thz"]), np.asarray(dos[label]["standard_error_per_thz"])
+        peaks = ", ".join(f"{p:.1f}" for p in dos[label]["peaks_thz"])
+        ax.plot(frequency, values, style, color=color, label=f"{label} (peaks {peaks} THz)")
+        ax.fill_between(frequency, values - errors, values + errors, color=color, alpha=0.3, lw=0)
+    ax.set_xlabel("frequency (THz)")
+    ax.set_ylabel("phonon DOS (1/THz)")
+    ax.legend()
+    plots.save(fig, out_dir / "phonon_dos.png")
