@@ -56,26 +56,12 @@ def born_stiffness(energy, params, state):
     return born_terms(energy, params, state)["stiffness"]
 
 
-def static_stiffness(energy, params, state, translation_stiffness=1.0):
-    """Stress and relaxed-ion stiffness of a crystal at 0 K, at a configuration in mechanical equilibrium
-    (a perfect lattice: no force on any atom).
-
-    With U(eps, u) the energy under the strain eps (``stress.py``'s contract) and internal displacements
-    u (N, dim) of the unstrained positions,
-
-      sigma = (1/V) dU/deps,   C = (1/V) [U_eps,eps - U_eps,u (U_u,u)^+ U_u,eps]
-
-    (Lutsko 1989): the Born stiffness minus the relaxation of the atoms inside the strained cell, which
-    is zero for a Bravais lattice and large for diamond's shear (C44). The pseudo-inverse is taken on the
-    complement of the dim rigid translations, which U_u,eps cannot excite: (U_u,u + k P)^-1 with P the
-    projector onto translations and k = ``translation_stiffness`` (kJ/mol/nm^2; any positive value gives
-    the same C).
-
-    Returns a dict with "stress" (dim, dim), "stiffness" (dim,)*4 (kJ mol^-1 nm^-3),
-    "lowest_internal_curvature": the smallest eigenvalue of U_u,u off the translations (kJ/mol/nm^2;
-    positive for a stable lattice) and "largest_force": max |dU/du| (kJ/mol/nm; ~0 at equilibrium, which
-    the formula assumes). Differentiable in params. Cost: the Hessian of N x dim coordinates.
-    """
+def static_derivatives(energy, params, state):
+    """First and second derivatives at eps = 0, u = 0 of U(eps, u), the energy under the strain eps
+    (``stress.py``'s contract) with internal displacements u (N, dim) of the unstrained positions:
+    a dict of "d_eps" (dim, dim), "d_u" (N dim,), "eps_eps" (dim,)*4, "eps_u" (dim, dim, N dim) and
+    "u_u" (N dim, N dim), kJ/mol per nm and per unit strain. Linear in the energy, so in the parameters
+    of a linear model (what `static_stiffness` reads)."""
     n, dim = state.positions.shape
 
     def strained_displaced(eps, u):
@@ -83,18 +69,43 @@ def static_stiffness(energy, params, state, translation_stiffness=1.0):
 
     eps0, u0 = zero_strain(state), jnp.zeros_like(state.positions)
     d_eps, d_u = jax.grad(strained_displaced, argnums=(0, 1))(eps0, u0)
-    hessian = jax.jacfwd(jax.grad(strained_displaced, argnums=(0, 1)), argnums=(0, 1))(eps0, u0)
-    (u_ee, u_eu), (_, u_uu) = hessian
-    u_eu = u_eu.reshape(dim, dim, n * dim)
-    u_uu = u_uu.reshape(n * dim, n * dim)
-    translations = jnp.tile(jnp.eye(dim, dtype=u_uu.dtype), (n, 1)) / jnp.sqrt(n)   # (N dim, dim), orthonormal
+    (eps_eps, eps_u), (_, u_u) = jax.jacfwd(jax.grad(strained_displaced, argnums=(0, 1)), argnums=(0, 1))(eps0, u0)
+    return {"d_eps": d_eps, "d_u": d_u.reshape(n * dim), "eps_eps": eps_eps,
+            "eps_u": eps_u.reshape(dim, dim, n * dim), "u_u": u_u.reshape(n * dim, n * dim)}
+
+
+def static_stiffness(energy, params, state, translation_stiffness=1.0, derivatives=None):
+    """Stress and relaxed-ion stiffness of a crystal at 0 K, at a configuration in mechanical equilibrium
+    (a perfect lattice: no force on any atom).
+
+    With U(eps, u) as in `static_derivatives`,
+
+      sigma = (1/V) dU/deps,   C = (1/V) [U_eps,eps - U_eps,u (U_u,u)^+ U_u,eps]
+
+    (Lutsko 1989): the Born stiffness minus the relaxation of the atoms inside the strained cell, which
+    is zero for a Bravais lattice and large for diamond's shear (C44). The pseudo-inverse is taken on the
+    complement of the dim rigid translations, which U_u,eps cannot excite: (U_u,u + k P)^-1 with P the
+    projector onto translations and k = ``translation_stiffness`` (kJ/mol/nm^2; any positive value gives
+    the same C). ``derivatives``: those of `static_derivatives` when already at hand (energy and params
+    are then not used).
+
+    Returns a dict with "stress" (dim, dim), "stiffness" (dim,)*4 (kJ mol^-1 nm^-3),
+    "lowest_internal_curvature": the smallest eigenvalue of U_u,u off the translations (kJ/mol/nm^2;
+    positive for a stable lattice) and "largest_force": max |dU/du| (kJ/mol/nm; ~0 at equilibrium, which
+    the formula assumes). Differentiable in params. Cost: the Hessian of N x dim coordinates.
+    """
+    n, dim = state.positions.shape
+    d = static_derivatives(energy, params, state) if derivatives is None else derivatives
+    u_u = d["u_u"]
+    translations = jnp.tile(jnp.eye(dim, dtype=u_u.dtype), (n, 1)) / jnp.sqrt(n)   # (N dim, dim), orthonormal
     projector = translations @ translations.T
-    relaxation = jnp.einsum("abi,ij,cdj->abcd", u_eu, jnp.linalg.inv(u_uu + translation_stiffness * projector), u_eu)
-    internal = jnp.linalg.eigvalsh((jnp.eye(n * dim, dtype=u_uu.dtype) - projector) @ u_uu
-                                   @ (jnp.eye(n * dim, dtype=u_uu.dtype) - projector) + projector * jnp.max(jnp.abs(u_uu)))
+    relaxation = jnp.einsum("abi,ij,cdj->abcd", d["eps_u"], jnp.linalg.inv(u_u + translation_stiffness * projector),
+                            d["eps_u"])
+    internal_only = jnp.eye(n * dim, dtype=u_u.dtype) - projector
+    internal = jnp.linalg.eigvalsh(internal_only @ u_u @ internal_only + projector * jnp.max(jnp.abs(u_u)))
     v = volume(state.box)
-    return {"stress": d_eps / v, "stiffness": (u_ee - relaxation) / v, "lowest_internal_curvature": internal[0],
-            "largest_force": jnp.max(jnp.abs(d_u))}
+    return {"stress": d["d_eps"] / v, "stiffness": (d["eps_eps"] - relaxation) / v,
+            "lowest_internal_curvature": internal[0], "largest_force": jnp.max(jnp.abs(d["d_u"]))}
 
 
 def fluctuation_stiffness(averages, box, kT, n_particles):
